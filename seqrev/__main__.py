@@ -1,0 +1,3 @@
+from seqrev.train import cli
+
+cli()

@@ -1,0 +1,83 @@
+"""Every user-facing config value, checked in one place before any work starts.
+
+A bad value raises `ConfigError` with one sentence naming the key, the value given and what is
+allowed; `seqrev.train` prints that sentence and exits non-zero.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+
+class ConfigError(ValueError):
+    """A config value is out of range or of the wrong type."""
+
+
+def _get(cfg: DictConfig, key: str) -> Any:
+    return OmegaConf.select(cfg, key, default=None)
+
+
+def _integer(cfg: DictConfig, key: str, minimum: int, maximum: int | None = None) -> int | None:
+    value = _get(cfg, key)
+    if value is None:
+        return None
+    upper = f" and at most {maximum}" if maximum is not None else ""
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum or (
+            maximum is not None and value > maximum):
+        raise ConfigError(f"{key}={value!r} is not allowed: it must be a whole number of at least {minimum}{upper}.")
+    return value
+
+
+def _positive_number(cfg: DictConfig, key: str) -> float | None:
+    value = _get(cfg, key)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+        raise ConfigError(f"{key}={value!r} is not allowed: it must be a finite number above 0.")
+    return float(value)
+
+
+def _choice(cfg: DictConfig, key: str, allowed: tuple[str, ...]) -> None:
+    value = _get(cfg, key)
+    if value is not None and value not in allowed:
+        raise ConfigError(f"{key}={value!r} is not allowed: choose one of {', '.join(allowed)}.")
+
+
+def validate(cfg: DictConfig, cuda_available: bool | None = None) -> None:
+    """Raise ConfigError for the first bad value in a composed seqrev config."""
+    from seqrev.layers import INITS
+
+    _integer(cfg, "seed", 0, 2**32 - 1)
+    _integer(cfg, "data.seed", 0, 2**32 - 1)
+    _integer(cfg, "threads", 1)
+    _integer(cfg, "examples", 0)
+    _integer(cfg, "data.timesteps", 1, 10_000)
+    _integer(cfg, "data.n_features", 2)
+    n_train = _integer(cfg, "data.n_train", 2)
+    _integer(cfg, "data.n_test", 1)
+    _integer(cfg, "data.batch_size", 1)
+    _integer(cfg, "data.steps_per_call", 1)
+    _integer(cfg, "data.eval_batch_size", 1)
+    val_fraction = _get(cfg, "data.val_fraction")
+    if val_fraction is not None:
+        n_val = int(n_train * val_fraction) if isinstance(val_fraction, (int, float)) else 0
+        if isinstance(val_fraction, bool) or not isinstance(val_fraction, (int, float)) or not (
+                0 < val_fraction < 1) or n_val < 1 or n_train - n_val < 1:
+            raise ConfigError(
+                f"data.val_fraction={val_fraction!r} is not allowed: with data.n_train={n_train} it must be between "
+                "0 and 1 and leave at least one validation pair and one training pair.")
+    _integer(cfg, "model.units", 1)
+    _choice(cfg, "model.init", INITS)
+    _positive_number(cfg, "model.optimizer.lr")
+    _integer(cfg, "trainer.max_epochs", 1)
+    _integer(cfg, "callbacks.early_stopping.patience", 0)
+    if _get(cfg, "trainer.accelerator") in ("gpu", "cuda"):
+        if cuda_available is None:
+            import torch
+            cuda_available = torch.cuda.is_available()
+        if not cuda_available:
+            raise ConfigError("trainer.accelerator='gpu' is not allowed: this machine has no CUDA GPU; "
+                              "use trainer=default (picks the GPU when present) or trainer=cpu.")

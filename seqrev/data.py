@@ -1,0 +1,120 @@
+"""The reversed-sequence problem as in-memory tensors, served in shuffled slices.
+
+X is a random sequence of `timesteps` integers in 0..n_features-1, one-hot encoded; y is X reversed.
+Everything is generated up front with one vectorised call, so a training step costs a tensor slice,
+never per-sample Python work.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+
+import torch
+from lightning.pytorch import LightningDataModule
+
+Batch = tuple[torch.Tensor, torch.Tensor]
+
+
+def make_reversed_pairs(n: int, timesteps: int, n_features: int, generator: torch.Generator) -> Batch:
+    """`n` pairs: one-hot inputs (n, T, F) float32 and reversed class-index targets (n, T) int64."""
+    symbols = torch.randint(0, n_features, (n, timesteps), generator=generator)
+    inputs = torch.nn.functional.one_hot(symbols, n_features).float()
+    return inputs, symbols.flip(1)
+
+
+class BatchGroups:
+    """Iterates over an epoch as groups of `group_size` batches, each batch a slice of in-memory tensors.
+
+    A group is what one Lightning step receives: handing the framework several batches per call
+    spreads its fixed per-call overhead (the idea behind Keras' `steps_per_execution`), while the
+    model still takes one optimiser step per batch. With `shuffle`, the rows are permuted afresh each
+    epoch by `generator`, whose state the data module checkpoints so a resumed run reshuffles exactly
+    as an uninterrupted one would.
+    """
+
+    def __init__(self, inputs: torch.Tensor, targets: torch.Tensor, batch_size: int, group_size: int = 1,
+                 shuffle: bool = False, generator: torch.Generator | None = None) -> None:
+        self.inputs, self.targets = inputs, targets
+        self.batch_size, self.group_size = batch_size, group_size
+        self.shuffle, self.generator = shuffle, generator
+
+    def n_batches(self) -> int:
+        return math.ceil(len(self.inputs) / self.batch_size)
+
+    def __len__(self) -> int:
+        return math.ceil(self.n_batches() / self.group_size)
+
+    def __iter__(self) -> Iterator[list[Batch]]:
+        inputs, targets = self.inputs, self.targets
+        if self.shuffle:
+            order = torch.randperm(len(inputs), generator=self.generator).to(inputs.device)
+            inputs, targets = inputs[order], targets[order]
+        batches = list(zip(inputs.split(self.batch_size), targets.split(self.batch_size)))
+        for start in range(0, len(batches), self.group_size):
+            yield batches[start:start + self.group_size]
+
+
+class ReversedSequenceData(LightningDataModule):
+    """Train / validation / test pairs for the reversed-sequence problem.
+
+    Validation is the *last* `val_fraction` of the training pairs, as Keras' `validation_split` takes
+    it; "train_full" (all `n_train` pairs, validation tail included) is what the tutorial's final
+    train accuracy is measured on.
+    """
+
+    def __init__(self, timesteps: int = 4, n_features: int = 10, n_train: int = 2000, n_test: int = 200,
+                 val_fraction: float = 0.1, batch_size: int = 32, steps_per_call: int = 1,
+                 eval_batch_size: int = 1024, seed: int = 0) -> None:
+        super().__init__()
+        self.timesteps, self.n_features = timesteps, n_features
+        self.n_train, self.n_test, self.val_fraction = n_train, n_test, val_fraction
+        self.batch_size, self.steps_per_call, self.eval_batch_size = batch_size, steps_per_call, eval_batch_size
+        self.seed = seed
+        self.shuffle_generator = torch.Generator().manual_seed(seed + 1)  # not the data's own stream
+        self.train_full = self.train = self.val = self.test = None
+
+    @property
+    def n_val(self) -> int:
+        return int(self.n_train * self.val_fraction)
+
+    def prepare(self) -> None:
+        """Generate every split; the same `seed` always gives the same pairs, whatever else runs."""
+        if self.train_full is not None:
+            return
+        generator = torch.Generator().manual_seed(self.seed)
+        self.train_full = make_reversed_pairs(self.n_train, self.timesteps, self.n_features, generator)
+        self.test = make_reversed_pairs(self.n_test, self.timesteps, self.n_features, generator)
+        split = self.n_train - self.n_val
+        self.train = tuple(t[:split] for t in self.train_full)
+        self.val = tuple(t[split:] for t in self.train_full)
+
+    def setup(self, stage: str | None = None) -> None:
+        self.prepare()
+        device = self.trainer.strategy.root_device if self.trainer is not None else torch.device("cpu")
+        if self.train_full[0].device != device:  # once, so no batch is copied to the device per step
+            self.train_full, self.train, self.val, self.test = (
+                tuple(t.to(device) for t in split) for split in (self.train_full, self.train, self.val, self.test))
+
+    def train_dataloader(self) -> BatchGroups:
+        return BatchGroups(*self.train, self.batch_size, self.steps_per_call, shuffle=True,
+                           generator=self.shuffle_generator)
+
+    def val_dataloader(self) -> BatchGroups:
+        return self._eval_batches(self.val)
+
+    def test_dataloader(self) -> BatchGroups:
+        return self._eval_batches(self.test)
+
+    def train_full_dataloader(self) -> BatchGroups:
+        return self._eval_batches(self.train_full)
+
+    def _eval_batches(self, split: Batch) -> BatchGroups:
+        # Evaluation has no optimiser step, so batch size only changes speed: means over tokens are exact.
+        return BatchGroups(*split, self.eval_batch_size, group_size=1)
+
+    def state_dict(self) -> dict:
+        return {"shuffle_generator": self.shuffle_generator.get_state()}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self.shuffle_generator.set_state(state_dict["shuffle_generator"])

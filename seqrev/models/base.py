@@ -1,0 +1,130 @@
+"""What every wiring shares: loss, optimiser, metrics and the train / validate / test steps.
+
+A wiring subclass only builds its layers and says in `forward` how they connect. Each training
+call receives a *group* of batches (see `seqrev.data.BatchGroups`) and takes one optimiser step per
+batch, so the framework's per-call cost is paid once per group rather than once per batch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import ClassVar
+
+import torch
+from lightning.pytorch import LightningModule
+from torch import nn
+
+from seqrev.layers import Init, dense_layer, lstm_layer, trainable_parameters
+from seqrev.metrics import SequenceScores
+
+OptimizerFactory = Callable[..., torch.optim.Optimizer]
+Batch = tuple[torch.Tensor, torch.Tensor]
+
+
+def keras_adam(params: Iterable[nn.Parameter]) -> torch.optim.Optimizer:
+    """Keras' Adam defaults: lr 1e-3 and epsilon 1e-7 (PyTorch's is 1e-8)."""
+    return torch.optim.Adam(params, lr=1e-3, eps=1e-7)
+
+
+class NonFiniteLossError(RuntimeError):
+    """Training diverged: the loss is NaN or infinite."""
+
+
+class Seq2SeqModel(LightningModule):
+    """Maps one-hot inputs (B, T, F) to logits (B, T, F); trained with cross-entropy over every token."""
+
+    name: ClassVar[str]
+
+    def __init__(self, n_features: int, timesteps: int, units: int = 16, init: Init = "keras",
+                 optimizer: OptimizerFactory | None = None) -> None:
+        super().__init__()
+        self.n_features, self.timesteps, self.units, self.init = n_features, timesteps, units, init
+        self.optimizer_factory = optimizer or keras_adam
+        self.automatic_optimization = False  # several optimiser steps per call, see module docstring
+        self.loss_fn = nn.CrossEntropyLoss()
+        self.train_scores, self.val_scores, self.test_scores = (SequenceScores(timesteps) for _ in range(3))
+        self.last_scores: dict[str, dict] = {}  # the latest epoch's scores per split, as plain numbers
+
+    # -- layers, for subclasses -------------------------------------------------------------------
+    def lstm(self, input_size: int) -> nn.LSTM:
+        return lstm_layer(input_size, self.units, self.init)
+
+    def dense(self) -> nn.Linear:
+        return dense_layer(self.units, self.n_features, self.init)
+
+    @property
+    def trainable_params(self) -> int:
+        return trainable_parameters(self)
+
+    # -- training -----------------------------------------------------------------------------------
+    def loss(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        return self.loss_fn(logits.flatten(0, 1), targets.flatten())
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return self.optimizer_factory([p for p in self.parameters() if p.requires_grad])
+
+    def training_step(self, batches: list[Batch], batch_idx: int) -> None:
+        optimizer = self.optimizers()
+        for inputs, targets in batches:
+            logits = self(inputs)
+            loss = self.loss(logits, targets)
+            optimizer.zero_grad(set_to_none=True)
+            self.manual_backward(loss)
+            optimizer.step()
+            self.train_scores.update(logits.detach(), targets, loss)
+
+    def validation_step(self, batches: list[Batch], batch_idx: int) -> None:
+        self._score(batches, self.val_scores)
+
+    def test_step(self, batches: list[Batch], batch_idx: int) -> None:
+        self._score(batches, self.test_scores)
+
+    def _score(self, batches: list[Batch], scores: SequenceScores) -> None:
+        for inputs, targets in batches:
+            logits = self(inputs)
+            scores.update(logits, targets, self.loss(logits, targets))
+
+    # Scores are read and logged once per epoch: no host sync inside the step loop.
+    def on_train_epoch_end(self) -> None:
+        self._log_scores("train", self.train_scores)
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_scores("val", self.val_scores)
+
+    def on_test_epoch_end(self) -> None:
+        self._log_scores("test", self.test_scores, per_position=True)
+
+    def _log_scores(self, split: str, scores: SequenceScores, per_position: bool = False) -> None:
+        if not scores.update_called:
+            return
+        values = scores.compute()
+        scores.reset()
+        if split == "train" and not torch.isfinite(values["loss"]):
+            raise NonFiniteLossError(
+                f"training diverged at epoch {self.current_epoch}: the loss is {values['loss'].item()}; "
+                "try a smaller learning rate (model.optimizer.lr)")
+        logged = {f"{split}/{key}": values[key] for key in ("loss", "acc", "seq_acc")}
+        if per_position:
+            logged.update({f"{split}/acc_position_{i}": v for i, v in enumerate(values["acc_per_position"])})
+        self.log_dict(logged, on_step=False, on_epoch=True)
+        self.last_scores[split] = {key: value.tolist() for key, value in values.items()}
+
+    @torch.no_grad()
+    def evaluate(self, batches: Iterable[list[Batch]]) -> dict:
+        """Scores on any batches, outside the Trainer (the tutorial's after-training train accuracy)."""
+        was_training = self.training
+        self.eval()
+        scores = SequenceScores(self.timesteps).to(self.device)
+        for group in batches:
+            self._score(group, scores)
+        self.train(was_training)
+        return {key: value.tolist() for key, value in scores.compute().items()}
+
+    @torch.no_grad()
+    def predict(self, inputs: torch.Tensor) -> torch.Tensor:
+        """Predicted class indices (B, T)."""
+        was_training = self.training
+        self.eval()
+        predictions = self(inputs.to(self.device)).argmax(-1)
+        self.train(was_training)
+        return predictions

@@ -1,0 +1,105 @@
+"""The tutorial's five ways of wiring LSTM layers (its models 1-5), one short class each.
+
+Every `forward` takes one-hot inputs (B, T, F) and returns logits (B, T, F); the comment above it
+is the tutorial's diagram. `final` is layer 1's final (h, c) state, `all_h` its hidden state at
+every step, `last_h` its hidden state at the last step.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from seqrev.layers import repeat
+from seqrev.models.base import Seq2SeqModel
+
+
+class SingleDefault(Seq2SeqModel):
+    """Model 1: one LSTM; its last hidden state, repeated T times, feeds a per-step Dense."""
+
+    name = "single_default"
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.layer1 = self.lstm(self.n_features)
+        self.output_layer = self.dense()
+
+    # x -> LSTM -> last_h -> RepeatVector(T) -> Dense
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        all_h, _ = self.layer1(x)
+        return self.output_layer(repeat(all_h[:, -1], self.timesteps))
+
+
+class StackedDefault(Seq2SeqModel):
+    """Model 2: two LSTMs joined by repeated last hidden states; layer 2 starts from zeros."""
+
+    name = "stacked_default"
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.layer1 = self.lstm(self.n_features)
+        self.layer2 = self.lstm(self.units)
+        self.output_layer = self.dense()
+
+    # x -> LSTM -> last_h -> RepeatVector(T) -> LSTM -> last_h -> RepeatVector(T) -> Dense
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        all_h, _ = self.layer1(x)
+        all_h2, _ = self.layer2(repeat(all_h[:, -1], self.timesteps))
+        return self.output_layer(repeat(all_h2[:, -1], self.timesteps))
+
+
+class ReturnSequences(Seq2SeqModel):
+    """Model 3: layer 2 reads every hidden state of layer 1; layer 2 starts from zeros."""
+
+    name = "return_sequences"
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.layer1 = self.lstm(self.n_features)
+        self.layer2 = self.lstm(self.units)
+        self.output_layer = self.dense()
+
+    # x -> LSTM -> all_h -> LSTM -> all_h2 -> TimeDistributed(Dense)
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        all_h, _ = self.layer1(x)
+        all_h2, _ = self.layer2(all_h)
+        return self.output_layer(all_h2)
+
+
+class ReturnState(Seq2SeqModel):
+    """Model 4: layer 2 reads layer 1's last hidden state repeated, and starts from its final (h, c)."""
+
+    name = "return_state"
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.layer1 = self.lstm(self.n_features)
+        self.layer2 = self.lstm(self.units)
+        self.output_layer = self.dense()
+
+    # x -> LSTM -> last_h -> RepeatVector(T) -> LSTM(initial_state=final) -> all_h2 -> TimeDistributed(Dense)
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        all_h, final = self.layer1(x)
+        all_h2, _ = self.layer2(repeat(all_h[:, -1], self.timesteps), final)
+        return self.output_layer(all_h2)
+
+
+class BothOutputs(Seq2SeqModel):
+    """Model 5: layer 2 reads every hidden state of layer 1 *and* starts from its final (h, c)."""
+
+    name = "both_outputs"
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.layer1 = self.lstm(self.n_features)
+        self.layer2 = self.lstm(self.units)
+        self.output_layer = self.dense()
+
+    # x -> LSTM -> all_h -> LSTM(initial_state=final) -> all_h2 -> TimeDistributed(Dense)
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        all_h, final = self.layer1(x)
+        all_h2, _ = self.layer2(all_h, final)
+        return self.output_layer(all_h2)
+
+
+WIRINGS: dict[str, type[Seq2SeqModel]] = {
+    cls.name: cls for cls in (SingleDefault, StackedDefault, ReturnSequences, ReturnState, BothOutputs)}

@@ -1,0 +1,184 @@
+"""`python -m seqrev.train`: build everything from the config, fit, test, report, write results.json.
+
+Returns the metric named by `optimized_metric`, for Hydra sweepers.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import sys
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+import hydra
+from omegaconf import DictConfig, OmegaConf
+
+from seqrev.config import ConfigError, validate
+from seqrev.results import write_results
+from seqrev.rundir import RunDirError, fail, last_checkpoint, refuse_existing_results, rewrite_argv_for_resume
+
+log = logging.getLogger("seqrev")
+
+# Errors that are the user's input, not a bug: one sentence, no traceback.
+EXPECTED_ERRORS = (ConfigError, RunDirError)
+
+
+def describe(cfg: DictConfig) -> dict[str, Any]:
+    """The fields that say what a run is, readable even from a config that failed validation."""
+    select = lambda key: OmegaConf.select(cfg, key, default=None, throw_on_missing=False)  # noqa: E731
+    target = str(select("model._target_") or "")
+    return {"model": _model_name(target), "timesteps": select("data.timesteps"),
+            "n_features": select("data.n_features"), "units": select("model.units"), "seed": select("seed")}
+
+
+def _model_name(target: str) -> str | None:
+    from seqrev.models.wirings import WIRINGS  # cheap: importing models pulls torch anyway for training
+
+    return next((name for name, cls in WIRINGS.items() if f"{cls.__module__}.{cls.__name__}" == target), target or None)
+
+
+def train(cfg: DictConfig) -> dict[str, Any]:
+    """One run, start to finish. Raises on failure; the caller records it."""
+    validate(cfg)
+    import torch
+    from hydra.utils import instantiate
+    from lightning.pytorch import seed_everything
+
+    run_dir = Path(cfg.paths.output_dir)
+    torch.set_num_threads(cfg.threads)
+    seed_everything(cfg.seed, workers=False, verbose=False)
+    datamodule = instantiate(cfg.data)
+    model = instantiate(cfg.model)
+    callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values()]
+    loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values()]
+    trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    checkpoint = str(last_checkpoint(Path(cfg.resume))) if cfg.resume else None
+    stopper = trainer.early_stopping_callback
+
+    about = describe(cfg)
+    log.info(f"{about['model']}: {model.trainable_params:,} trainable parameters, T={about['timesteps']}, "
+             f"{about['n_features']} features, {about['units']} units, seed {about['seed']}")
+    log.info(f"training for up to {trainer.max_epochs} epochs"
+             + (f" with EarlyStopping(monitor={stopper.monitor}, patience={stopper.patience})" if stopper else "")
+             + (f", resuming from {checkpoint}" if checkpoint else "") + " ...")
+    started = time.perf_counter()
+    try:
+        trainer.fit(model, datamodule=datamodule, ckpt_path=checkpoint)
+    except SystemExit:
+        if trainer.interrupted:  # Lightning turns Ctrl-C into SystemExit after its graceful shutdown
+            write_results(run_dir, {**about, "status": "interrupted", "epochs_run": trainer.current_epoch,
+                                    "error": "interrupted by the user (SIGINT)", "run_dir": str(run_dir)})
+            log.info(f"interrupted: the last checkpoint is {last_checkpoint(run_dir)}; "
+                     f"continue with: python -m seqrev.train resume={run_dir}")
+        raise
+    fit_seconds = time.perf_counter() - started
+    if trainer.interrupted:
+        raise RuntimeError("training stopped before it finished")
+
+    trainer.test(model, datamodule=datamodule, verbose=False)
+    train_scores = model.evaluate(datamodule.train_full_dataloader())
+    test_inputs, test_targets = (t[: cfg.examples] for t in datamodule.test)
+    predictions = model.predict(test_inputs).cpu()
+    examples = [(x.argmax(-1).tolist(), y.tolist(), p.tolist()) for x, y, p in
+                zip(test_inputs.cpu(), test_targets.cpu(), predictions)]
+
+    epochs_run = trainer.current_epoch
+    results = {
+        **about, "status": "ok", "trainable_params": model.trainable_params, "epochs_run": epochs_run,
+        "stopped_early": bool(stopper and stopper.stopped_epoch > 0),
+        "train_acc": train_scores["acc"], "train_seq_acc": train_scores["seq_acc"],
+        "val_acc": model.last_scores["val"]["acc"], "val_loss": model.last_scores["val"]["loss"],
+        "test_acc": model.last_scores["test"]["acc"], "test_seq_acc": model.last_scores["test"]["seq_acc"],
+        "test_loss": model.last_scores["test"]["loss"],
+        "test_acc_per_position": model.last_scores["test"]["acc_per_position"],
+        "fit_seconds": round(fit_seconds, 3), "resumed": bool(checkpoint), "run_dir": str(run_dir),
+    }
+    write_results(run_dir, results)
+    _log_to_tensorboard(trainer, cfg, results, examples)
+    print_report(results, examples)
+    return results
+
+
+def _log_to_tensorboard(trainer, cfg: DictConfig, results: dict[str, Any], examples: list) -> None:
+    from lightning.pytorch.loggers import TensorBoardLogger
+
+    for logger in trainer.loggers:
+        if not isinstance(logger, TensorBoardLogger):
+            continue
+        params = {"model": results["model"], "timesteps": results["timesteps"], "units": results["units"],
+                  "seed": results["seed"], "n_features": results["n_features"],
+                  "lr": OmegaConf.select(cfg, "model.optimizer.lr", default=None),
+                  "batch_size": cfg.data.batch_size, "init": OmegaConf.select(cfg, "model.init", default=None)}
+        metrics = {f"hparams/{key}": results[key] for key in
+                   ("test_acc", "test_seq_acc", "train_acc", "val_acc", "epochs_run")}
+        logger.log_hyperparams(params, metrics)
+        rows = "\n".join(f"| {x} | {y} | {p} | {y == p} |" for x, y, p in examples)
+        logger.experiment.add_text("examples", "| input | expected | predicted | right |\n|---|---|---|---|\n" + rows,
+                                   trainer.global_step)
+        logger.experiment.flush()
+
+
+def print_report(results: dict[str, Any], examples: list) -> None:
+    """The tutorial's printout: accuracies in percent, then examples."""
+    finish = "stopped early" if results["stopped_early"] else "no early stop"
+    log.info(f"{results['epochs_run']} epoch training finished in {results['fit_seconds']:.1f} s ({finish})")
+    log.info("PREDICTION ACCURACY (%):")
+    log.info(f"Train: {100 * results['train_acc']:.3f}, Test: {100 * results['test_acc']:.3f}")
+    log.info("SEQUENCE ACCURACY (%):")
+    log.info(f"Train: {100 * results['train_seq_acc']:.3f}, Test: {100 * results['test_seq_acc']:.3f}")
+    if examples:
+        log.info("some examples...")
+    for x, y, p in examples:
+        log.info(f"Input {x} Expected: {y} Predicted {p} {y == p}")
+    log.info(f"results: {Path(results['run_dir']) / 'results.json'}")
+
+
+def _record_failure(cfg: DictConfig, error: BaseException) -> None:
+    run_dir = Path(OmegaConf.select(cfg, "paths.output_dir", default="."))
+    results = {**describe(cfg), "status": "failed", "error": str(error), "error_type": type(error).__name__,
+               "run_dir": str(run_dir)}
+    if not isinstance(error, EXPECTED_ERRORS):
+        results["traceback"] = traceback.format_exc()
+    write_results(run_dir, results)
+
+
+def _in_multirun() -> bool:
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="train")
+def main(cfg: DictConfig) -> float:
+    """Hydra entry point: one job. In a sweep a failed job is recorded and the sweep goes on."""
+    try:
+        results = train(cfg)
+    except Exception as error:  # noqa: BLE001 - every failure is recorded in results.json
+        if os.environ.get("HYDRA_FULL_ERROR") == "1":
+            raise
+        _record_failure(cfg, error)
+        message = str(error) if isinstance(error, EXPECTED_ERRORS) else f"{type(error).__name__}: {error}"
+        if _in_multirun():
+            log.error(f"job failed: {message}")
+            return math.nan
+        fail(message, status=2 if isinstance(error, EXPECTED_ERRORS) else 1)
+    value = results.get(cfg.optimized_metric)
+    return float(value) if isinstance(value, (int, float)) else math.nan
+
+
+def cli() -> None:
+    try:
+        sys.argv = rewrite_argv_for_resume(sys.argv)
+        refuse_existing_results(sys.argv)
+    except RunDirError as error:
+        fail(str(error))
+    main()
+
+
+if __name__ == "__main__":
+    cli()
