@@ -1,0 +1,36 @@
+"""Shared helpers: compose seqrev's real Hydra config the way `python -m seqrev.train` does."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig
+
+ROOT = Path(__file__).resolve().parents[1]
+CONF = ROOT / "conf"
+MODELS = ["single_default", "stacked_default", "return_sequences", "return_state", "both_outputs"]
+
+
+def compose_config(*overrides: str, output_dir: Path | None = None) -> DictConfig:
+    """The composed train config; `output_dir` stands in for Hydra's run directory."""
+    extra = [f"paths.output_dir={output_dir}"] if output_dir is not None else []
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        return compose(config_name="train", overrides=[*overrides, *extra])
+
+
+def run_cli(*args: str, timeout: float = 300, env: dict | None = None) -> subprocess.CompletedProcess:
+    """`python -m seqrev.train ARGS` as a user types it."""
+    environment = {**os.environ, **(env or {})}
+    environment.pop("HYDRA_FULL_ERROR", None)
+    return subprocess.run([sys.executable, "-m", "seqrev.train", *args], cwd=ROOT, capture_output=True,
+                          text=True, timeout=timeout, env=environment)
+
+
+@pytest.fixture(params=MODELS)
+def model_name(request) -> str:
+    return request.param

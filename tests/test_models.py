@@ -1,0 +1,108 @@
+import pytest
+import torch
+
+from seqrev.layers import lstm_layer
+from seqrev.models import WIRINGS
+
+STATE_PASSING = {"return_state", "both_outputs"}
+
+
+def build(name: str, timesteps: int = 4, units: int = 16, **kwargs):
+    torch.manual_seed(0)
+    return WIRINGS[name](n_features=10, timesteps=timesteps, units=units, **kwargs)
+
+
+@pytest.mark.parametrize("timesteps,units", [(1, 3), (4, 16), (9, 32)])
+def test_output_shape(model_name, timesteps, units):
+    model = build(model_name, timesteps, units)
+    logits = model(torch.randn(5, timesteps, 10))
+    assert logits.shape == (5, timesteps, 10)
+
+
+def test_trainable_parameters_match_keras(model_name):
+    expected = 1898 if model_name == "single_default" else 4010
+    assert build(model_name).trainable_params == expected
+    # Keras' formula at any size: LSTM 4*(u*(in+u)+u), Dense u*f+f
+    units, features = 32, 10
+    lstm = lambda inputs: 4 * (units * (inputs + units) + units)  # noqa: E731
+    dense = units * features + features
+    expected = lstm(features) + dense + (0 if model_name == "single_default" else lstm(units))
+    assert build(model_name, units=units).trainable_params == expected
+
+
+def perturb_final_state(model, delta: float):
+    """Add `delta` to layer 1's final (h, c) only; its per-step outputs stay as they were."""
+    def hook(module, args, output):
+        all_h, (h, c) = output
+        return all_h, (h + delta, c + delta)
+    return model.layer1.register_forward_hook(hook)
+
+
+def test_final_state_reaches_layer_2_only_where_wired(model_name):
+    model = build(model_name)
+    x = torch.nn.functional.one_hot(torch.randint(0, 10, (8, 4)), 10).float()
+    with torch.no_grad():
+        before = model(x)
+        handle = perturb_final_state(model, 0.5)
+        after = model(x)
+        handle.remove()
+    changed = not torch.allclose(before, after)
+    assert changed == (model_name in STATE_PASSING), f"{model_name}: state change changed output: {changed}"
+
+
+def test_state_passing_equals_layer_2_run_from_that_state():
+    """both_outputs by hand: layer 2 run on all of layer 1's states, from layer 1's final (h, c)."""
+    model = build("both_outputs")
+    x = torch.randn(3, 4, 10)
+    with torch.no_grad():
+        all_h, final = model.layer1(x)
+        from_state, _ = model.layer2(all_h, final)
+        from_zeros, _ = model.layer2(all_h)
+        expected = model.output_layer(from_state)
+        assert torch.allclose(model(x), expected)
+        assert not torch.allclose(expected, model.output_layer(from_zeros))
+
+
+def test_keras_initialisation():
+    torch.manual_seed(0)
+    layer = lstm_layer(10, 16, "keras")
+    units = 16
+    assert torch.all(layer.bias_ih_l0[units:2 * units] == 1)  # forget gate
+    bias = layer.bias_ih_l0.detach().clone()
+    bias[units:2 * units] = 0
+    assert torch.all(bias == 0) and torch.all(layer.bias_hh_l0 == 0)
+    assert not layer.bias_hh_l0.requires_grad
+    recurrent = layer.weight_hh_l0.detach()  # (4u, u): orthonormal columns
+    assert torch.allclose(recurrent.T @ recurrent, torch.eye(units), atol=1e-5)
+    limit = (6 / (10 + 4 * units)) ** 0.5  # Glorot-uniform over Keras' (inputs, 4u) kernel
+    assert layer.weight_ih_l0.abs().max() <= limit
+
+
+def test_torch_initialisation_is_pytorchs():
+    torch.manual_seed(0)
+    layer = lstm_layer(10, 16, "torch")
+    assert not torch.allclose(layer.bias_ih_l0[16:32], torch.ones(16))
+    assert layer.weight_ih_l0.abs().max() <= 1 / 16 ** 0.5
+    assert torch.all(layer.bias_hh_l0 == 0) and not layer.bias_hh_l0.requires_grad
+
+
+def test_frozen_bias_does_not_change_with_training(model_name):
+    model = build(model_name)
+    optimizer = model.configure_optimizers()
+    x = torch.nn.functional.one_hot(torch.randint(0, 10, (16, 4)), 10).float()
+    y = x.argmax(-1).flip(1)
+    before = model.layer1.weight_ih_l0.detach().clone()
+    for _ in range(3):
+        optimizer.zero_grad()
+        model.loss(model(x), y).backward()
+        optimizer.step()
+    assert torch.all(model.layer1.bias_hh_l0 == 0)
+    assert not torch.equal(before, model.layer1.weight_ih_l0)
+
+
+def test_optimizer_is_keras_adam():
+    optimizer = build("both_outputs").configure_optimizers()
+    assert isinstance(optimizer, torch.optim.Adam)
+    group = optimizer.param_groups[0]
+    assert group["lr"] == 1e-3 and group["eps"] == 1e-7
+    assert all(p.requires_grad for p in group["params"])
