@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import shutil
 import sys
 import time
 import traceback
@@ -146,6 +147,12 @@ def _record_failure(cfg: DictConfig, error: BaseException) -> None:
     write_results(run_dir, results)
 
 
+def _remove_if_only_hydra_files(run_dir: Path) -> None:
+    """Remove a run directory that holds nothing but what Hydra wrote at start-up."""
+    if run_dir.is_dir() and {p.name for p in run_dir.iterdir()} <= {".hydra", "train.log"}:
+        shutil.rmtree(run_dir, ignore_errors=True)
+
+
 def _in_multirun() -> bool:
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
@@ -161,11 +168,15 @@ def main(cfg: DictConfig) -> float:
     except Exception as error:  # noqa: BLE001 - every failure is recorded in results.json
         if os.environ.get("HYDRA_FULL_ERROR") == "1":
             raise
-        _record_failure(cfg, error)
         message = str(error) if isinstance(error, EXPECTED_ERRORS) else f"{type(error).__name__}: {error}"
-        if _in_multirun():
+        if _in_multirun():  # the sweep goes on; this job's folder says what went wrong
+            _record_failure(cfg, error)
             log.error(f"job failed: {message}")
             return math.nan
+        if isinstance(error, ConfigError):  # nothing ran: leave no half-made run directory behind
+            _remove_if_only_hydra_files(Path(cfg.paths.output_dir))
+        else:
+            _record_failure(cfg, error)
         fail(message, status=2 if isinstance(error, EXPECTED_ERRORS) else 1)
     value = results.get(cfg.optimized_metric)
     return float(value) if isinstance(value, (int, float)) else math.nan

@@ -1,0 +1,72 @@
+import json
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from conftest import CONF, MODELS, run_cli
+
+
+def job_results(sweep_dir: Path) -> dict[str, dict]:
+    return {p.parent.name: json.loads(p.read_text()) for p in sweep_dir.glob("*/results.json")}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("launcher", ["basic", "joblib"])
+def test_two_by_two_sweep_leaves_every_job_its_results_and_events(tmp_path, launcher):
+    sweep_dir = tmp_path / "sweep"
+    args = ["-m", "model=return_state,both_outputs", "data.timesteps=4,8", "trainer.max_epochs=2",
+            "data.n_train=300", f"hydra.sweep.dir={sweep_dir}"]
+    if launcher == "joblib":
+        args.append("hydra/launcher=joblib")
+    done = run_cli(*args)
+    assert done.returncode == 0, done.stderr[-3000:]
+    results = job_results(sweep_dir)
+    assert sorted(results) == [
+        "0_model=return_state,timesteps=4,units=16,seed=0", "1_model=return_state,timesteps=8,units=16,seed=0",
+        "2_model=both_outputs,timesteps=4,units=16,seed=0", "3_model=both_outputs,timesteps=8,units=16,seed=0"]
+    assert all(r["status"] == "ok" and r["epochs_run"] == 2 for r in results.values())
+    for name, result in results.items():
+        assert f"model={result['model']},timesteps={result['timesteps']}" in name
+        events = EventAccumulator(str(sweep_dir / name))
+        events.Reload()
+        assert "val/acc" in events.Tags()["scalars"]
+
+    report = run_report(sweep_dir)
+    assert report.returncode == 0, report.stderr
+    assert (sweep_dir / "report.md").is_file() and (sweep_dir / "report.png").is_file()
+    assert len((sweep_dir / "report.csv").read_text().strip().splitlines()) == 1 + 4
+
+
+def run_report(*directories: Path):
+    import subprocess
+    import sys
+    return subprocess.run([sys.executable, "-m", "seqrev.report", *map(str, directories)], capture_output=True,
+                          text=True, timeout=120)
+
+
+def test_a_failing_job_is_recorded_and_the_sweep_goes_on(tmp_path):
+    sweep_dir = tmp_path / "sweep"
+    done = run_cli("-m", "model=single_default", "data.timesteps=0,3", "trainer.max_epochs=1", "data.n_train=100",
+                   f"hydra.sweep.dir={sweep_dir}")
+    assert done.returncode == 0, done.stderr[-3000:]
+    results = job_results(sweep_dir)
+    failed = results["0_model=single_default,timesteps=0,units=16,seed=0"]
+    assert failed["status"] == "failed" and "data.timesteps=0" in failed["error"]
+    assert results["1_model=single_default,timesteps=3,units=16,seed=0"]["status"] == "ok"
+
+
+def test_tutorial_table_preset_composes_to_the_tutorials_grid():
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose(config_name="train", overrides=["experiment=tutorial_table"], return_hydra_config=True)
+    params = cfg.hydra.sweeper.params
+    assert params["model"].split(",") == MODELS
+    assert params["seed"].split(",") == ["0", "1", "2"]
+    sizes = params["+size"].split(",")
+    grid = []
+    for size in sizes:
+        with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+            sized = compose(config_name="train", overrides=[f"+size={size}"])
+        grid.append((sized.data.timesteps, sized.model.units))
+    assert grid == [(4, 16), (8, 16), (16, 16), (16, 32)]
