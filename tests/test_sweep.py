@@ -70,3 +70,15 @@ def test_tutorial_table_preset_composes_to_the_tutorials_grid():
             sized = compose(config_name="train", overrides=[f"+size={size}"])
         grid.append((sized.data.timesteps, sized.model.units))
     assert grid == [(4, 16), (8, 16), (16, 16), (16, 32)]
+
+
+def test_optuna_search_runs_trials_and_reports_the_best(tmp_path):
+    import yaml
+    sweep_dir = tmp_path / "search"
+    done = run_cli("-m", "hparams_search=optuna", "model=both_outputs", "hydra.sweeper.n_trials=2",
+                   "trainer.max_epochs=1", "data.n_train=200", f"hydra.sweep.dir={sweep_dir}")
+    assert done.returncode == 0, done.stderr[-3000:]
+    best = yaml.safe_load((sweep_dir / "optimization_results.yaml").read_text())
+    assert set(best["best_params"]) == {"model.units", "model.optimizer.lr"}
+    values = [r["val_acc"] for r in job_results(sweep_dir).values()]
+    assert len(values) == 2 and best["best_value"] == pytest.approx(max(values))
