@@ -11,9 +11,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-
-class ConfigError(ValueError):
-    """A config value is out of range or of the wrong type."""
+from seqrev.errors import ConfigError
 
 
 def _get(cfg: DictConfig, key: str) -> Any:

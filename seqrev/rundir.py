@@ -10,13 +10,10 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from seqrev.errors import RunDirError
 from seqrev.results import FILENAME, read_results
 
 LAST_CHECKPOINT = Path("checkpoints") / "last.ckpt"
-
-
-class RunDirError(ValueError):
-    """A path given as a run directory is not one, or cannot be resumed."""
 
 
 def quote(value: str) -> str:
@@ -26,6 +23,19 @@ def quote(value: str) -> str:
 
 def last_checkpoint(run_dir: Path) -> Path:
     return run_dir / LAST_CHECKPOINT
+
+
+def check_checkpoint(path: Path) -> None:
+    """RunDirError unless `path` loads as a Lightning training checkpoint."""
+    import torch
+
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as error:  # noqa: BLE001 - any unreadable file gets the same one sentence
+        raise RunDirError(f"{path} is not a readable checkpoint ({type(error).__name__}); "
+                          "it may be corrupt or truncated.") from None
+    if not isinstance(checkpoint, dict) or not {"state_dict", "loops", "optimizer_states"} <= checkpoint.keys():
+        raise RunDirError(f"{path} is not a Lightning training checkpoint (no model, loop or optimiser state).")
 
 
 def resume_argv(run_dir_arg: str, other_args: list[str]) -> list[str]:
@@ -48,6 +58,7 @@ def resume_argv(run_dir_arg: str, other_args: list[str]) -> list[str]:
     if not last_checkpoint(run_dir).is_file():
         raise RunDirError(f"resume={run_dir_arg!r}: there is no checkpoint to resume from "
                           f"({LAST_CHECKPOINT} is missing; the run stopped before its first epoch ended).")
+    check_checkpoint(last_checkpoint(run_dir))
     original = [o for o in yaml.safe_load(overrides_file.read_text()) or [] if not o.startswith("resume=")]
     return original + other_args + [f"hydra.run.dir={quote(str(run_dir))}", f"resume={quote(str(run_dir))}"]
 

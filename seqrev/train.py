@@ -18,14 +18,12 @@ from typing import Any
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from seqrev.config import ConfigError, validate
+from seqrev.config import validate
+from seqrev.errors import EXPECTED_ERRORS, ConfigError
 from seqrev.results import write_results
-from seqrev.rundir import RunDirError, fail, last_checkpoint, refuse_existing_results, rewrite_argv_for_resume
+from seqrev.rundir import fail, last_checkpoint, refuse_existing_results, rewrite_argv_for_resume
 
 log = logging.getLogger("seqrev")
-
-# Errors that are the user's input, not a bug: one sentence, no traceback.
-EXPECTED_ERRORS = (ConfigError, RunDirError)
 
 
 def describe(cfg: DictConfig) -> dict[str, Any]:
@@ -186,7 +184,7 @@ def cli() -> None:
     try:
         sys.argv = rewrite_argv_for_resume(sys.argv)
         refuse_existing_results(sys.argv)
-    except RunDirError as error:
+    except EXPECTED_ERRORS as error:
         fail(str(error))
     main()
 

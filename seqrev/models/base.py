@@ -14,6 +14,7 @@ import torch
 from lightning.pytorch import LightningModule
 from torch import nn
 
+from seqrev.errors import NonFiniteLossError
 from seqrev.layers import Init, dense_layer, lstm_layer, trainable_parameters
 from seqrev.metrics import SequenceScores
 
@@ -24,10 +25,6 @@ Batch = tuple[torch.Tensor, torch.Tensor]
 def keras_adam(params: Iterable[nn.Parameter]) -> torch.optim.Optimizer:
     """Keras' Adam defaults: lr 1e-3 and epsilon 1e-7 (PyTorch's is 1e-8)."""
     return torch.optim.Adam(params, lr=1e-3, eps=1e-7)
-
-
-class NonFiniteLossError(RuntimeError):
-    """Training diverged: the loss is NaN or infinite."""
 
 
 class Seq2SeqModel(LightningModule):

@@ -1,0 +1,158 @@
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import ROOT, compose_config, run_cli
+from seqrev.train import train
+
+METRICS = ("train_acc", "val_acc", "val_loss", "test_acc", "test_seq_acc", "test_loss", "test_acc_per_position",
+           "epochs_run", "stopped_early")
+TINY = ("data.n_train=300", "data.n_test=100")
+
+BAD_INPUTS = [
+    (["data.timesteps=0"], "data.timesteps=0 is not allowed"),
+    (["data.timesteps=abc"], "data.timesteps='abc' is not allowed"),
+    (["data.n_features=1"], "data.n_features=1 is not allowed"),
+    (["data.n_train=1"], "data.n_train=1 is not allowed"),
+    (["data.n_test=0"], "data.n_test=0 is not allowed"),
+    (["data.val_fraction=1.5"], "data.val_fraction=1.5 is not allowed"),
+    (["data.val_fraction=0.0001"], "leave at least one validation pair"),
+    (["data.batch_size=0"], "data.batch_size=0 is not allowed"),
+    (["model.units=-3"], "model.units=-3 is not allowed"),
+    (["model.init=xavier"], "choose one of keras, torch"),
+    (["model.optimizer.lr=-0.1"], "model.optimizer.lr=-0.1 is not allowed"),
+    (["trainer.max_epochs=0"], "trainer.max_epochs=0 is not allowed"),
+    (["callbacks.early_stopping.patience=-1"], "callbacks.early_stopping.patience=-1 is not allowed"),
+    (["seed=-1"], "seed=-1 is not allowed"),
+    (["trainer=gpu"], "this machine has no CUDA GPU"),
+    (["model=nope"], "Could not find 'model/nope'"),
+    (["data.timestep=4"], "Key 'timestep' is not in struct"),
+    (["resume=/no/such/run"], "there is no such directory"),
+]
+
+
+@pytest.mark.parametrize("args,sentence", BAD_INPUTS, ids=[" ".join(a) for a, _ in BAD_INPUTS])
+def test_bad_input_ends_in_one_clear_sentence(tmp_path, args, sentence):
+    run_dir = tmp_path / "run"
+    done = run_cli(*args, f"hydra.run.dir={run_dir}")
+    assert done.returncode != 0
+    assert sentence in done.stderr, done.stderr[-2000:]
+    assert "Traceback" not in done.stderr + done.stdout
+    assert not run_dir.exists()  # no half-made run directory left behind
+
+
+def test_a_folder_that_is_not_a_run_and_a_corrupt_checkpoint_are_refused(tmp_path):
+    not_a_run = tmp_path / "plain"
+    not_a_run.mkdir()
+    done = run_cli(f"resume={not_a_run}")
+    assert done.returncode == 2 and "is not a seqrev run directory" in done.stderr
+
+    run_dir = tmp_path / "run"
+    assert run_cli(*TINY, "trainer.max_epochs=1", f"hydra.run.dir={run_dir}").returncode == 0
+    results_before = (run_dir / "results.json").read_text()
+    (run_dir / "results.json").unlink()  # pretend the run died, then break its checkpoint
+    (run_dir / "checkpoints" / "last.ckpt").write_bytes(b"not a checkpoint")
+    done = run_cli(f"resume={run_dir}")
+    assert done.returncode == 2 and "is not a readable checkpoint" in done.stderr, done.stderr[-2000:]
+    assert "Traceback" not in done.stderr
+    assert (run_dir / "checkpoints" / "last.ckpt").read_bytes() == b"not a checkpoint"  # nothing touched
+    assert results_before
+
+
+def test_a_finished_run_is_never_overwritten(tmp_path):
+    run_dir = tmp_path / "run"
+    assert run_cli(*TINY, "trainer.max_epochs=1", f"hydra.run.dir={run_dir}").returncode == 0
+    before = (run_dir / "results.json").read_text()
+    again = run_cli(*TINY, "trainer.max_epochs=1", f"hydra.run.dir={run_dir}")
+    assert again.returncode == 2 and "already holds a run's results.json" in again.stderr
+    resumed = run_cli(f"resume={run_dir}")
+    assert resumed.returncode == 2 and "already finished" in resumed.stderr
+    assert (run_dir / "results.json").read_text() == before
+
+
+def metrics_of(results: dict) -> dict:
+    return {key: results[key] for key in METRICS}
+
+
+def test_same_seed_same_numbers_and_different_seed_different_numbers(tmp_path):
+    runs = [train(compose_config(*TINY, "trainer.max_epochs=3", f"seed={seed}", output_dir=tmp_path / str(i)))
+            for i, seed in enumerate((5, 5, 6))]
+    assert metrics_of(runs[0]) == metrics_of(runs[1])
+    assert metrics_of(runs[0]) != metrics_of(runs[2])
+
+
+def test_non_finite_loss_fails_the_run_with_a_clear_message(tmp_path):
+    run_dir = tmp_path / "run"
+    done = run_cli(*TINY, "trainer.max_epochs=4", f"hydra.run.dir={run_dir}",
+                   "+callbacks.poison._target_=poison.PoisonWeightsAtEpoch",
+                   env={"PYTHONPATH": str(ROOT / "tests")})
+    assert done.returncode != 0
+    assert "training diverged at epoch 1: the loss is nan" in done.stderr
+    assert "Traceback" not in done.stderr
+    results = json.loads((run_dir / "results.json").read_text())
+    assert results["status"] == "failed" and "diverged" in results["error"]
+
+
+def start_run(run_dir: Path, *args: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "seqrev.train", *TINY, *args, f"hydra.run.dir={run_dir}"],
+                            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+
+def wait_for_epochs(run_dir: Path, process: subprocess.Popen, epochs: int, timeout: float = 120) -> None:
+    """Wait until the run's last checkpoint has `epochs` finished epochs in it."""
+    import torch
+    deadline = time.time() + timeout
+    checkpoint = run_dir / "checkpoints" / "last.ckpt"
+    while time.time() < deadline and process.poll() is None:
+        if checkpoint.exists():
+            try:
+                if torch.load(checkpoint, map_location="cpu", weights_only=False)["epoch"] + 1 >= epochs:
+                    return
+            except Exception:  # noqa: BLE001 - caught mid-write; look again
+                pass
+        time.sleep(0.05)
+    raise AssertionError(f"run did not reach {epochs} epochs: {process.poll()}")
+
+
+@pytest.mark.slow
+def test_sigkill_then_resume_equals_an_uninterrupted_run(tmp_path):
+    epochs = ("trainer.max_epochs=12", "callbacks.early_stopping.patience=100")
+    whole = run_cli(*TINY, *epochs, f"hydra.run.dir={tmp_path / 'whole'}")
+    assert whole.returncode == 0, whole.stderr[-2000:]
+
+    run_dir = tmp_path / "killed"
+    process = start_run(run_dir, *epochs)
+    wait_for_epochs(run_dir, process, 3)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert not (run_dir / "results.json").exists()
+
+    resumed = run_cli(f"resume={run_dir}")
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    expected = json.loads((tmp_path / "whole" / "results.json").read_text())
+    got = json.loads((run_dir / "results.json").read_text())
+    assert got["resumed"] is True and got["status"] == "ok"
+    assert metrics_of(got) == metrics_of(expected)
+    assert len(list(run_dir.glob("events.out.tfevents.*"))) >= 2  # one TensorBoard run, both sessions in it
+
+
+@pytest.mark.slow
+def test_sigint_stops_gracefully_with_a_checkpoint(tmp_path):
+    run_dir = tmp_path / "run"
+    process = start_run(run_dir, "trainer.max_epochs=100")
+    wait_for_epochs(run_dir, process, 2)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode != 0
+    results = json.loads((run_dir / "results.json").read_text())
+    assert results["status"] == "interrupted" and results["epochs_run"] >= 2
+    assert (run_dir / "checkpoints" / "last.ckpt").is_file()
+    assert "Traceback" not in stderr
+    resumed = run_cli(f"resume={run_dir}", "trainer.max_epochs=4")
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert json.loads((run_dir / "results.json").read_text())["epochs_run"] == 4
