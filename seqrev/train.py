@@ -40,14 +40,12 @@ def _model_name(target: str) -> str | None:
     return next((name for name, cls in WIRINGS.items() if f"{cls.__module__}.{cls.__name__}" == target), target or None)
 
 
-def train(cfg: DictConfig) -> dict[str, Any]:
-    """One run, start to finish. Raises on failure; the caller records it."""
-    validate(cfg)
+def build(cfg: DictConfig):
+    """Threads, seeds, then the data module, model and trainer (with callbacks and loggers) from the config."""
     import torch
     from hydra.utils import instantiate
     from lightning.pytorch import seed_everything
 
-    run_dir = Path(cfg.paths.output_dir)
     torch.set_num_threads(cfg.threads)
     seed_everything(cfg.seed, workers=False, verbose=False)
     datamodule = instantiate(cfg.data)
@@ -55,6 +53,14 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values()]
     loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values()]
     trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    return datamodule, model, trainer
+
+
+def train(cfg: DictConfig) -> dict[str, Any]:
+    """One run, start to finish. Raises on failure; the caller records it."""
+    validate(cfg)
+    run_dir = Path(cfg.paths.output_dir)
+    datamodule, model, trainer = build(cfg)
     checkpoint = str(last_checkpoint(Path(cfg.resume))) if cfg.resume else None
     stopper = trainer.early_stopping_callback
 

@@ -1,0 +1,223 @@
+"""`python -m seqrev.bench`: seqrev's training path against a plain PyTorch loop, measured interleaved.
+
+Per step (in one process, A B A B ...): (a) seqrev's DataModule, LightningModule and Trainer exactly as
+`seqrev.train` builds them by default, callbacks, logger, validation and progress bar included, and
+(b) a plain loop over the same model class, batches, optimiser and a validation pass per epoch.
+End to end (whole processes, interleaved): `python -m seqrev.train` for a fixed number of epochs
+against a plain PyTorch script doing the same work, with start-up time and peak memory.
+Machines are noisy: compare the ratios, which are measured in the same run, not absolute times.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+CONFIG_DIR = Path(__file__).resolve().parents[1] / "conf"
+WIRINGS = ["single_default", "stacked_default", "return_sequences", "return_state", "both_outputs"]
+
+
+def compose(*overrides: str):
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        return hydra_compose(config_name="train", overrides=list(overrides))
+
+
+def seqrev_fit(cfg) -> tuple[float, int]:
+    """Seconds and optimiser steps of `trainer.fit` built exactly as seqrev.train builds it."""
+    import contextlib
+    import io
+
+    from seqrev.train import build
+
+    datamodule, model, trainer = build(cfg)
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):  # bar drawn, not shown
+        started = time.perf_counter()
+        trainer.fit(model, datamodule=datamodule)
+        seconds = time.perf_counter() - started
+    return seconds, trainer.global_step
+
+
+def plain_fit(cfg) -> tuple[float, int]:
+    """The floor: the same model class, batches and optimiser in a plain loop, validation each epoch."""
+    import torch
+    from hydra.utils import instantiate
+    from lightning.pytorch import seed_everything
+
+    from seqrev.data import BatchGroups
+
+    torch.set_num_threads(cfg.threads)
+    seed_everything(cfg.seed, verbose=False)
+    datamodule, model = instantiate(cfg.data), instantiate(cfg.model)
+    datamodule.prepare()
+    optimizer = model.configure_optimizers()
+    batches = BatchGroups(*datamodule.train, datamodule.batch_size, 1, True, datamodule.shuffle_generator)
+    val_inputs, val_targets = datamodule.val
+    steps = 0
+    started = time.perf_counter()
+    for _ in range(cfg.trainer.max_epochs):
+        model.train()
+        for [(inputs, targets)] in batches:
+            loss = model.loss(model(inputs), targets)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            steps += 1
+        model.eval()
+        with torch.no_grad():
+            logits = model(val_inputs)
+            val_loss = model.loss(logits, val_targets).item()
+            (logits.argmax(-1) == val_targets).float().mean().item()
+    seconds = time.perf_counter() - started
+    assert val_loss == val_loss, "validation loss is NaN"
+    return seconds, steps
+
+
+def per_step(wirings: list[str], timesteps: list[int], epochs: int, repeats: int, quick: bool) -> list[dict]:
+    rows = []
+    extra = ["data.n_train=320"] if quick else []
+    with tempfile.TemporaryDirectory() as scratch:
+        for wiring in wirings:
+            for t in timesteps:
+                seqrev_ms, plain_ms, ratios = [], [], []
+                for repeat in range(repeats):  # A B A B: machine noise hits both
+                    out = Path(scratch) / f"{wiring}-{t}-{repeat}"
+                    cfg = compose(f"model={wiring}", f"data.timesteps={t}", f"trainer.max_epochs={epochs}",
+                                  f"paths.output_dir={out}", *extra)
+                    a_seconds, a_steps = seqrev_fit(cfg)
+                    b_seconds, b_steps = plain_fit(cfg)
+                    seqrev_ms.append(1000 * a_seconds / a_steps)
+                    plain_ms.append(1000 * b_seconds / b_steps)
+                    ratios.append(seqrev_ms[-1] / plain_ms[-1])
+                rows.append({"wiring": wiring, "timesteps": t, "seqrev_ms_per_step": statistics.median(seqrev_ms),
+                             "plain_ms_per_step": statistics.median(plain_ms), "ratio": statistics.median(ratios),
+                             "repeats": repeats, "epochs": epochs})
+                print(f"  {wiring:17s} T={t:<3d} seqrev {rows[-1]['seqrev_ms_per_step']:.3f} ms/step  "
+                      f"plain {rows[-1]['plain_ms_per_step']:.3f} ms/step  ratio {rows[-1]['ratio']:.3f}", flush=True)
+    return rows
+
+
+# -- whole processes ---------------------------------------------------------------------------------
+
+PLAIN_SCRIPT = r'''
+import sys, time
+started = time.time()
+import torch
+from torch import nn
+torch.set_num_threads(1)
+from seqrev.layers import dense_layer, lstm_layer
+epochs, first_step_file = int(sys.argv[1]), sys.argv[2]
+torch.manual_seed(0)
+gen = torch.Generator().manual_seed(0)
+def pairs(n):
+    s = torch.randint(0, 10, (n, 4), generator=gen)
+    return nn.functional.one_hot(s, 10).float(), s.flip(1)
+(x, y), (x_test, y_test) = pairs(2000), pairs(200)
+x_train, y_train, x_val, y_val = x[:1800], y[:1800], x[1800:], y[1800:]
+class BothOutputs(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.layer1, self.layer2, self.out = lstm_layer(10, 16), lstm_layer(16, 16), dense_layer(16, 10)
+    def forward(self, x):
+        all_h, final = self.layer1(x)
+        return self.out(self.layer2(all_h, final)[0])
+model = BothOutputs()
+opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-3, eps=1e-7)
+loss_fn = nn.CrossEntropyLoss()
+first = True
+for epoch in range(epochs):
+    model.train()
+    order = torch.randperm(1800, generator=gen)
+    for xb, yb in zip(x_train[order].split(32), y_train[order].split(32)):
+        if first:
+            open(first_step_file, "w").write(repr(time.time())); first = False
+        loss = loss_fn(model(xb).flatten(0, 1), yb.flatten())
+        opt.zero_grad(); loss.backward(); opt.step()
+    model.eval()
+    with torch.no_grad():
+        val_loss = loss_fn(model(x_val).flatten(0, 1), y_val.flatten()).item()
+    torch.save({"model": model.state_dict(), "optimizer": opt.state_dict()}, first_step_file + ".ckpt")
+with torch.no_grad():
+    acc = (model(x_test).argmax(-1) == y_test).float().mean().item()
+print(f"test accuracy {acc:.4f}")
+'''
+
+
+def run_process(command: list[str], first_step_file: Path) -> dict:
+    """Wall time, peak resident memory and time to the first training step of one whole process."""
+    first_step_file.unlink(missing_ok=True)
+    started = time.time()
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    _, status, usage = os.wait4(process.pid, 0)
+    wall = time.time() - started
+    stderr = process.stderr.read().decode()
+    if status != 0:
+        raise RuntimeError(f"{' '.join(command)} failed:\n{stderr[-2000:]}")
+    return {"wall_s": wall, "peak_rss_mb": usage.ru_maxrss / 1024,
+            "first_step_s": float(first_step_file.read_text()) - started}
+
+
+def end_to_end(epochs: int, repeats: int) -> dict:
+    results: dict[str, list[dict]] = {"seqrev": [], "plain": []}
+    with tempfile.TemporaryDirectory() as scratch:
+        for repeat in range(repeats):
+            marker = Path(scratch) / "first_step"
+            run_dir = Path(scratch) / f"run{repeat}"
+            results["seqrev"].append(run_process(
+                [sys.executable, "-m", "seqrev.train", "model=both_outputs", "data.timesteps=4",
+                 f"trainer.max_epochs={epochs}", f"hydra.run.dir={run_dir}",
+                 "+callbacks.first_step_timer._target_=seqrev.callbacks.FirstStepTimer",
+                 f"+callbacks.first_step_timer.path={marker}"], marker))
+            results["plain"].append(run_process([sys.executable, "-c", PLAIN_SCRIPT, str(epochs), str(marker)], marker))
+    summary = {"epochs": epochs, "repeats": repeats}
+    for key in ("wall_s", "peak_rss_mb", "first_step_s"):
+        for side in ("seqrev", "plain"):
+            summary[f"{side}_{key}"] = statistics.median(r[key] for r in results[side])
+    summary["wall_ratio"] = statistics.median(a["wall_s"] / b["wall_s"] for a, b in zip(results["seqrev"],
+                                                                                      results["plain"]))
+    return summary
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m seqrev.bench", description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="a few steps of everything (for CI)")
+    parser.add_argument("--json", type=Path, help="also write the numbers to this file")
+    parser.add_argument("--wirings", nargs="+", default=WIRINGS, choices=WIRINGS)
+    parser.add_argument("--timesteps", nargs="+", type=int, default=[4, 16])
+    parser.add_argument("--epochs", type=int, default=5, help="epochs per measured fit (per-step part)")
+    parser.add_argument("--repeats", type=int, default=3, help="interleaved repeats (median reported)")
+    parser.add_argument("--e2e-epochs", type=int, default=20, help="epochs of the whole-process runs")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.epochs, args.repeats, args.e2e_epochs = 1, 1, 1
+
+    print(f"per training step, interleaved, median of {args.repeats} ({args.epochs} epochs each):", flush=True)
+    steps = per_step(args.wirings, args.timesteps, args.epochs, args.repeats, args.quick)
+    print(f"whole processes, both_outputs T=4, {args.e2e_epochs} epochs, median of {args.repeats}:", flush=True)
+    whole = end_to_end(args.e2e_epochs, args.repeats)
+    print(f"  wall: seqrev {whole['seqrev_wall_s']:.2f} s, plain {whole['plain_wall_s']:.2f} s, "
+          f"ratio {whole['wall_ratio']:.3f}")
+    print(f"  start to first training step: seqrev {whole['seqrev_first_step_s']:.2f} s, "
+          f"plain {whole['plain_first_step_s']:.2f} s")
+    print(f"  peak resident memory: seqrev {whole['seqrev_peak_rss_mb']:.0f} MB, "
+          f"plain {whole['plain_peak_rss_mb']:.0f} MB")
+    print("\n| wiring | T | seqrev ms/step | plain ms/step | ratio |\n|---|---|---|---|---|")
+    for row in steps:
+        print(f"| {row['wiring']} | {row['timesteps']} | {row['seqrev_ms_per_step']:.3f} | "
+              f"{row['plain_ms_per_step']:.3f} | {row['ratio']:.3f} |")
+    if args.json:
+        args.json.write_text(json.dumps({"per_step": steps, "end_to_end": whole}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,25 @@
+"""Lightning callbacks of seqrev's own."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from lightning.pytorch import Callback
+
+
+class FirstStepTimer(Callback):
+    """Writes the wall-clock time (time.time()) at which the first training batch starts to `path`.
+
+    Used by `seqrev.bench` to measure start-up: add it with
+    `+callbacks.first_step_timer._target_=seqrev.callbacks.FirstStepTimer +callbacks.first_step_timer.path=FILE`.
+    """
+
+    def __init__(self, path: str) -> None:
+        self.path = Path(path)
+        self.written = False
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if not self.written:
+            self.path.write_text(repr(time.time()))
+            self.written = True
