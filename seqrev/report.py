@@ -141,6 +141,7 @@ def plot(runs: list[dict], path: Path) -> bool:
              title="seqrev (lines, ± std over seeds) vs the tutorial (x)")
     timesteps_present = sorted({t for _, t in table})
     left.set_xticks(timesteps_present, [str(t) for t in timesteps_present])
+    left.minorticks_off()
     left.legend(fontsize=7)
     largest = max(timesteps_present) if timesteps_present else None
     units_here = min((u for u, t in table if t == largest), default=None)
