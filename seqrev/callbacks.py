@@ -23,3 +23,13 @@ class FirstStepTimer(Callback):
         if not self.written:
             self.path.write_text(repr(time.time()))
             self.written = True
+
+
+class TrainingTimer(Callback):
+    """Wall seconds from the start to the end of training (all epochs, validation included)."""
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        self.started = time.perf_counter()
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        self.seconds = time.perf_counter() - self.started

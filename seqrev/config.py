@@ -13,6 +13,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from seqrev.errors import ConfigError
 
+PRECISIONS = ("32", "32-true", "bf16-mixed", "bf16-true", "64", "64-true")
+
 
 def _get(cfg: DictConfig, key: str) -> Any:
     return OmegaConf.select(cfg, key, default=None)
@@ -71,6 +73,10 @@ def validate(cfg: DictConfig, cuda_available: bool | None = None) -> None:
     _choice(cfg, "model.init", INITS)
     _positive_number(cfg, "model.optimizer.lr")
     _integer(cfg, "trainer.max_epochs", 1)
+    precision = _get(cfg, "trainer.precision")
+    if precision is not None and str(precision) not in PRECISIONS:
+        raise ConfigError(f"trainer.precision={precision!r} is not allowed: choose one of {', '.join(PRECISIONS)} "
+                          "(seqrev's training step does no loss scaling, which 16-bit float would need).")
     _integer(cfg, "callbacks.early_stopping.patience", 0)
     if _get(cfg, "trainer.accelerator") in ("gpu", "cuda"):
         if cuda_available is None:

@@ -21,12 +21,16 @@ class SequenceScores(Metric):
         self.add_state("exact_sequences", torch.zeros(()), dist_reduce_fx="sum")
         self.add_state("n_sequences", torch.zeros(()), dist_reduce_fx="sum")
 
-    def update(self, logits: torch.Tensor, target: torch.Tensor, mean_loss: torch.Tensor) -> None:
-        correct = logits.argmax(-1) == target  # (B, T)
-        self.loss_sum += mean_loss.detach() * len(target)
+    def update_from_logits(self, logits: torch.Tensor, target: torch.Tensor, mean_loss: torch.Tensor) -> None:
+        """One batch: logits (B, T, F), target (B, T), the batch's mean loss."""
+        self.update(logits.argmax(-1) == target, mean_loss.detach() * len(target))
+
+    def update(self, correct: torch.Tensor, loss_sum: torch.Tensor) -> None:
+        """Any number of sequences at once: which tokens were right (N, T) and their summed loss."""
+        self.loss_sum += loss_sum
         self.correct_per_position += correct.sum(0)
         self.exact_sequences += correct.all(1).sum()
-        self.n_sequences += len(target)
+        self.n_sequences += len(correct)
 
     def compute(self) -> dict[str, torch.Tensor]:
         per_position = self.correct_per_position / self.n_sequences

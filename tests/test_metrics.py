@@ -13,7 +13,7 @@ def test_scores_match_torchmetrics_reference_over_several_batches():
         logits = torch.randn(size, 5, 4)
         targets = torch.randint(0, 4, (size, 5))
         targets[:2] = logits[:2].argmax(-1)  # a few fully right sequences
-        scores.update(logits, targets, torch.tensor(0.5))
+        scores.update_from_logits(logits, targets, torch.tensor(0.5))
         all_logits.append(logits)
         all_targets.append(targets)
     logits, targets = torch.cat(all_logits), torch.cat(all_targets)
@@ -32,7 +32,7 @@ def test_perfect_and_wrong_predictions():
     targets = torch.tensor([[0, 1, 2], [2, 1, 0]])
     logits = torch.nn.functional.one_hot(targets, 3).float()
     logits[1, 2] = torch.tensor([0.0, 0.0, 1.0])  # one wrong token in the second sequence
-    scores.update(logits, targets, torch.tensor(1.0))
+    scores.update_from_logits(logits, targets, torch.tensor(1.0))
     result = scores.compute()
     assert result["acc"].item() == pytest.approx(5 / 6) and result["seq_acc"].item() == 0.5
     assert result["acc_per_position"].tolist() == [1.0, 1.0, 0.5]

@@ -31,7 +31,8 @@ def test_default_config_is_the_tutorials(tmp_path):
     assert cfg.model.units == 16 and cfg.trainer.max_epochs == 100
     assert cfg.model.optimizer.lr == 1e-3 and cfg.model.optimizer.eps == 1e-7
     assert cfg.callbacks.early_stopping.monitor == "val/loss" and cfg.callbacks.early_stopping.patience == 5
-    assert cfg.trainer.deterministic is True
+    assert cfg.trainer.deterministic is False  # explicit; CPU kernels here are deterministic anyway
+    assert compose_config("trainer=gpu", output_dir=tmp_path).trainer.deterministic is True
 
 
 def test_one_epoch_in_process_writes_results_and_tensorboard(tmp_path, caplog):
@@ -55,12 +56,24 @@ def test_one_epoch_in_process_writes_results_and_tensorboard(tmp_path, caplog):
     assert {"train/loss", "train/acc", "val/loss", "val/acc", "val/seq_acc", "test/acc", "test/seq_acc",
             "hparams/test_acc"} <= scalars
     assert len(events.Scalars("val/loss")) == 2  # once per epoch
+
     assert events.Scalars("hparams/test_acc")[-1].value == pytest.approx(results["test_acc"])
     assert events.Scalars("test/acc")[-1].value == pytest.approx(results["test_acc"])
     assert "hp_metric" not in scalars
     assert "examples" in "".join(events.Tags()["tensors"])
 
     assert "PREDICTION ACCURACY (%):" in caplog.text and "Expected:" in caplog.text
+
+
+def test_global_step_counts_every_optimiser_step(tmp_path):
+    from seqrev.train import build
+    cfg = compose_config("trainer.max_epochs=3", "data.n_train=400", "data.steps_per_call=5", output_dir=tmp_path)
+    datamodule, model, trainer = build(cfg)
+    trainer.fit(model, datamodule=datamodule)
+    batches_per_epoch = -(-360 // 32)  # 400 pairs less the 10% validation tail, in batches of 32
+    assert trainer.global_step == 3 * batches_per_epoch
+    optimizer = model.optimizers().optimizer
+    assert all(state["step"] == 3 * batches_per_epoch for state in optimizer.state.values())
 
 
 def test_hparams_tab_has_the_runs_settings_and_metrics(tmp_path):
