@@ -96,12 +96,17 @@ def per_step(wirings: list[str], timesteps: list[int], epochs: int, repeats: int
         for wiring in wirings:
             for t in timesteps:
                 seqrev_ms, plain_ms, ratios = [], [], []
-                for repeat in range(repeats):  # A B A B: machine noise hits both
+                for repeat in range(-1, repeats):  # repeat -1 warms both paths up and is not counted
                     out = Path(scratch) / f"{wiring}-{t}-{repeat}"
                     cfg = compose(f"model={wiring}", f"data.timesteps={t}", f"trainer.max_epochs={epochs}",
                                   f"paths.output_dir={out}", *extra)
-                    a_seconds, a_steps = seqrev_fit(cfg)
-                    b_seconds, b_steps = plain_fit(cfg)
+                    # A B, then B A: interleaved, and neither path always runs first
+                    if repeat % 2:
+                        (a_seconds, a_steps), (b_seconds, b_steps) = seqrev_fit(cfg), plain_fit(cfg)
+                    else:
+                        (b_seconds, b_steps), (a_seconds, a_steps) = plain_fit(cfg), seqrev_fit(cfg)
+                    if repeat < 0:
+                        continue
                     seqrev_ms.append(1000 * a_seconds / a_steps)
                     plain_ms.append(1000 * b_seconds / b_steps)
                     ratios.append(seqrev_ms[-1] / plain_ms[-1])

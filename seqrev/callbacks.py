@@ -5,7 +5,32 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import logging
+
 from lightning.pytorch import Callback
+
+log = logging.getLogger("seqrev")
+
+
+class EpochLog(Callback):
+    """One line every `every_n_epochs` epochs (and the last): the epoch's train and validation scores.
+
+    Seqrev's progress report instead of a progress bar: a bar redrawn per step costs time on runs
+    this small and fills log files and parallel sweeps with control characters.
+    """
+
+    def __init__(self, every_n_epochs: int = 10) -> None:
+        self.every_n_epochs = every_n_epochs
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        epoch = trainer.current_epoch + 1
+        if self.every_n_epochs < 1 or (epoch % self.every_n_epochs and epoch != trainer.max_epochs
+                                       and not trainer.should_stop):
+            return
+        metrics = trainer.callback_metrics
+        shown = [f"{key} {metrics[key].item():.4f}" for key in ("train/loss", "train/acc", "val/loss", "val/acc")
+                 if key in metrics]
+        log.info(f"epoch {epoch}/{trainer.max_epochs}: " + ", ".join(shown))
 
 
 class FirstStepTimer(Callback):

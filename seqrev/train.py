@@ -12,6 +12,7 @@ import shutil
 import sys
 import time
 import traceback
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +47,10 @@ def build(cfg: DictConfig):
     from hydra.utils import instantiate
     from lightning.pytorch import seed_everything
 
+    # `import lightning` gives its logger a console handler of its own; Hydra's handlers already print
+    # and file every record, so without this each Lightning message would appear twice.
+    logging.getLogger("lightning").handlers.clear()
+    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")  # torch/Lightning version skew
     torch.set_num_threads(cfg.threads)
     seed_everything(cfg.seed, workers=False, verbose=False)
     datamodule = instantiate(cfg.data)
