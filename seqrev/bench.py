@@ -142,6 +142,8 @@ class BothOutputs(nn.Module):
     def forward(self, x):
         all_h, final = self.layer1(x)
         return self.out(self.layer2(all_h, final)[0])
+from torch.utils.tensorboard import SummaryWriter  # the same work as seqrev: events, checkpoints
+writer = SummaryWriter(first_step_file + "_events")
 model = BothOutputs()
 opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-3, eps=1e-7)
 loss_fn = nn.CrossEntropyLoss()
@@ -157,9 +159,12 @@ for epoch in range(epochs):
     model.eval()
     with torch.no_grad():
         val_loss = loss_fn(model(x_val).flatten(0, 1), y_val.flatten()).item()
+    writer.add_scalar("val/loss", val_loss, epoch)
     torch.save({"model": model.state_dict(), "optimizer": opt.state_dict()}, first_step_file + ".ckpt")
 with torch.no_grad():
     acc = (model(x_test).argmax(-1) == y_test).float().mean().item()
+writer.add_scalar("test/acc", acc, epochs)
+writer.close()
 print(f"test accuracy {acc:.4f}")
 '''
 
@@ -209,13 +214,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=3, help="interleaved repeats (median reported)")
     parser.add_argument("--e2e-epochs", type=int, default=20, help="epochs of the whole-process runs")
     args = parser.parse_args(argv)
+    import logging
+    logging.getLogger("lightning").setLevel(logging.WARNING)  # keep the table readable
     if args.quick:
         args.epochs, args.repeats, args.e2e_epochs = 1, 1, 1
 
-    print(f"per training step, interleaved, median of {args.repeats} ({args.epochs} epochs each):", flush=True)
-    steps = per_step(args.wirings, args.timesteps, args.epochs, args.repeats, args.quick)
+    # Whole processes first, while this process is still small: a child's peak memory counts the
+    # pages it shares with its parent between fork and exec.
     print(f"whole processes, both_outputs T=4, {args.e2e_epochs} epochs, median of {args.repeats}:", flush=True)
     whole = end_to_end(args.e2e_epochs, args.repeats)
+    print(f"per training step, interleaved, median of {args.repeats} ({args.epochs} epochs each):", flush=True)
+    steps = per_step(args.wirings, args.timesteps, args.epochs, args.repeats, args.quick)
     print(f"  wall: seqrev {whole['seqrev_wall_s']:.2f} s, plain {whole['plain_wall_s']:.2f} s, "
           f"ratio {whole['wall_ratio']:.3f}")
     print(f"  start to first training step: seqrev {whole['seqrev_first_step_s']:.2f} s, "
