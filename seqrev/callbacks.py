@@ -58,3 +58,44 @@ class TrainingTimer(Callback):
 
     def on_train_end(self, trainer, pl_module) -> None:
         self.seconds = time.perf_counter() - self.started
+
+
+class AttentionMap(Callback):
+    """After testing a model that has attention, pictures its weights for the first few test inputs.
+
+    Decoder step x encoder step heatmaps (for reversal, the anti-diagonal), logged to TensorBoard's
+    IMAGES tab and saved as `attention.png` in `dirpath`. Needs matplotlib (the `plot` extra); without
+    it, says so once. Models without attention are left alone.
+    """
+
+    def __init__(self, dirpath: str, n_examples: int = 4) -> None:
+        self.dirpath, self.n_examples = Path(dirpath), n_examples
+
+    def on_test_end(self, trainer, pl_module) -> None:
+        if not hasattr(pl_module, "attention_weights") or trainer.datamodule is None:
+            return
+        try:
+            import matplotlib
+            matplotlib.use("Agg")
+            import matplotlib.pyplot as plt
+        except ImportError:
+            log.warning("no attention picture: matplotlib is not installed (pip install -e '.[plot]')")
+            return
+        inputs, targets = (t[: self.n_examples] for t in trainer.datamodule.test)
+        weights = pl_module.attention_weights(inputs).cpu()
+        fig, axes = plt.subplots(1, len(weights), figsize=(3.2 * len(weights), 3.4), squeeze=False)
+        for ax, w, x, y in zip(axes[0], weights, inputs.argmax(-1).cpu(), targets.cpu()):
+            ax.imshow(w.numpy(), cmap="viridis", vmin=0, vmax=1)
+            ax.set_xlabel("input step (symbol)")
+            ax.set_ylabel("output step (symbol)")
+            if len(x) <= 16:
+                ax.set_xticks(range(len(x)), [str(v) for v in x.tolist()], fontsize=6)
+                ax.set_yticks(range(len(y)), [str(v) for v in y.tolist()], fontsize=6)
+        fig.suptitle("attention weights of greedy decoding on test inputs")
+        fig.tight_layout()
+        self.dirpath.mkdir(parents=True, exist_ok=True)
+        fig.savefig(self.dirpath / "attention.png", dpi=100)
+        for logger in trainer.loggers:
+            if hasattr(logger.experiment, "add_figure"):
+                logger.experiment.add_figure("attention", fig, trainer.global_step)
+        plt.close(fig)

@@ -71,6 +71,7 @@ def validate(cfg: DictConfig, cuda_available: bool | None = None) -> None:
                 "0 and 1 and leave at least one validation pair and one training pair.")
     _integer(cfg, "model.units", 1)
     _choice(cfg, "model.init", INITS)
+    _choice(cfg, "model.attention", ("multiplicative", "additive"))
     _positive_number(cfg, "model.optimizer.lr")
     _integer(cfg, "trainer.max_epochs", 1)
     precision = _get(cfg, "trainer.precision")

@@ -36,7 +36,7 @@ def describe(cfg: DictConfig) -> dict[str, Any]:
 
 
 def _model_name(target: str) -> str | None:
-    from seqrev.models.wirings import WIRINGS  # cheap: importing models pulls torch anyway for training
+    from seqrev.models import WIRINGS  # cheap: training imports the models anyway
 
     return next((name for name, cls in WIRINGS.items() if f"{cls.__module__}.{cls.__name__}" == target), target or None)
 

@@ -54,6 +54,11 @@ class Seq2SeqModel(LightningModule):
         return trainable_parameters(self)
 
     # -- training -----------------------------------------------------------------------------------
+    def training_forward(self, inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """The forward pass while training. Decoders override it to see the targets (teacher forcing);
+        validation, test and prediction always call `forward`, which never does."""
+        return self(inputs)
+
     def loss(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         return self.loss_fn(logits.flatten(0, 1), targets.flatten())
 
@@ -70,7 +75,7 @@ class Seq2SeqModel(LightningModule):
         step_progress = self.trainer.fit_loop.epoch_loop.manual_optimization.optim_step_progress
         correct, loss_sum = [], 0.0
         for inputs, targets in batches:
-            logits = self(inputs)
+            logits = self.training_forward(inputs, targets)
             loss = self.loss(logits, targets)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -89,8 +94,14 @@ class Seq2SeqModel(LightningModule):
 
     def _score(self, batches: list[Batch], scores: SequenceScores) -> None:
         for inputs, targets in batches:
-            logits = self(inputs)
-            scores.update_from_logits(logits, targets, self.loss(logits, targets))
+            predicted, for_loss = self.scoring_logits(inputs, targets)
+            scores.update_from_logits(predicted, targets, self.loss(for_loss, targets))
+
+    def scoring_logits(self, inputs: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Logits that accuracies are scored on (always `forward`: what the model does on its own), and
+        logits the validation/test loss is computed on (the training objective's)."""
+        logits = self(inputs)
+        return logits, logits
 
     # Scores are read and logged once per epoch: no host sync inside the step loop.
     def on_train_epoch_end(self) -> None:

@@ -101,5 +101,5 @@ class BothOutputs(Seq2SeqModel):
         return self.output_layer(all_h2)
 
 
-WIRINGS: dict[str, type[Seq2SeqModel]] = {
-    cls.name: cls for cls in (SingleDefault, StackedDefault, ReturnSequences, ReturnState, BothOutputs)}
+TUTORIAL_WIRINGS: tuple[type[Seq2SeqModel], ...] = (SingleDefault, StackedDefault, ReturnSequences, ReturnState,
+                                                     BothOutputs)
