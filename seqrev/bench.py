@@ -20,13 +20,14 @@ import tempfile
 import time
 from pathlib import Path
 
-CONFIG_DIR = Path(__file__).resolve().parents[1] / "conf"
 WIRINGS = ["single_default", "stacked_default", "return_sequences", "return_state", "both_outputs"]
 
 
 def compose(*overrides: str):
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
+
+    from seqrev.train import CONFIG_DIR
 
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
         return hydra_compose(config_name="train", overrides=list(overrides))

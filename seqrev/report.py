@@ -18,7 +18,8 @@ from typing import Any
 
 from seqrev.results import FILENAME, read_results
 
-WIRING_ORDER = ["single_default", "stacked_default", "return_sequences", "return_state", "both_outputs"]
+WIRING_ORDER = ["single_default", "stacked_default", "return_sequences", "return_state", "both_outputs",
+                "encoder_decoder", "attention"]
 
 
 def tutorial_figures() -> dict[str, Any]:

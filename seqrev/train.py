@@ -22,9 +22,11 @@ from omegaconf import DictConfig, OmegaConf
 from seqrev.config import validate
 from seqrev.errors import EXPECTED_ERRORS, ConfigError
 from seqrev.results import write_results
-from seqrev.rundir import fail, last_checkpoint, refuse_existing_results, rewrite_argv_for_resume
+from seqrev.rundir import (check_group_choices, fail, last_checkpoint, refuse_existing_results,
+                           rewrite_argv_for_resume)
 
 log = logging.getLogger("seqrev")
+CONFIG_DIR = Path(__file__).resolve().parents[1] / "conf"
 
 
 def describe(cfg: DictConfig) -> dict[str, Any]:
@@ -193,6 +195,7 @@ def main(cfg: DictConfig) -> float:
 
 def cli() -> None:
     try:
+        check_group_choices(sys.argv, CONFIG_DIR)
         sys.argv = rewrite_argv_for_resume(sys.argv)
         refuse_existing_results(sys.argv)
     except EXPECTED_ERRORS as error:

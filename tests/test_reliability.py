@@ -30,7 +30,8 @@ BAD_INPUTS = [
     (["callbacks.early_stopping.patience=-1"], "callbacks.early_stopping.patience=-1 is not allowed"),
     (["seed=-1"], "seed=-1 is not allowed"),
     (["trainer=gpu"], "this machine has no CUDA GPU"),
-    (["model=nope"], "Could not find 'model/nope'"),
+    (["model=nope"], "model='nope' is not allowed: choose one of attention, both_outputs"),
+    (["trainer=tpu"], "trainer='tpu' is not allowed: choose one of cpu, default, gpu"),
     (["data.timestep=4"], "Key 'timestep' is not in struct"),
     (["resume=/no/such/run"], "there is no such directory"),
 ]
