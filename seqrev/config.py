@@ -48,7 +48,7 @@ def _choice(cfg: DictConfig, key: str, allowed: tuple[str, ...]) -> None:
 
 def validate(cfg: DictConfig, cuda_available: bool | None = None) -> None:
     """Raise ConfigError for the first bad value in a composed seqrev config."""
-    from seqrev.layers import INITS
+    from seqrev.layers import CELLS, INITS
 
     _integer(cfg, "seed", 0, 2**32 - 1)
     _integer(cfg, "data.seed", 0, 2**32 - 1)
@@ -71,6 +71,7 @@ def validate(cfg: DictConfig, cuda_available: bool | None = None) -> None:
                 "0 and 1 and leave at least one validation pair and one training pair.")
     _integer(cfg, "model.units", 1)
     _choice(cfg, "model.init", INITS)
+    _choice(cfg, "model.cell", CELLS)
     _choice(cfg, "model.attention", ("multiplicative", "additive"))
     _positive_number(cfg, "model.optimizer.lr")
     _integer(cfg, "trainer.max_epochs", 1)

@@ -1,8 +1,12 @@
 """Recurrent and dense layers that count and start like Keras' own.
 
-Keras' LSTM has one bias vector per gate; PyTorch's has two (`bias_ih` and `bias_hh`) that only ever
-appear summed. Freezing `bias_hh` at zero keeps the function identical and the trainable parameter
-count equal to Keras': 4 * (units * (inputs + units) + units).
+Trainable parameters per layer (inputs i, units u), equal to Keras':
+- LSTM: 4 * (u * (i + u) + u). PyTorch's LSTM has two bias vectors (`bias_ih`, `bias_hh`) that only
+  ever appear summed, where Keras has one: `bias_hh` is kept at zero and frozen.
+- GRU: 3 * (u * (i + u) + 2 * u). This is Keras' default GRU (`reset_after=True`), which has an input
+  and a recurrent bias exactly like PyTorch's GRU (whose candidate state applies the reset gate after
+  the recurrent product, as `reset_after` does): both biases train.
+- SimpleRNN (`cell=rnn`, tanh): u * (i + u) + u, with `bias_hh` frozen at zero as for the LSTM.
 """
 
 from __future__ import annotations
@@ -13,25 +17,42 @@ import torch
 from torch import nn
 
 Init = Literal["keras", "torch"]
+Cell = Literal["lstm", "gru", "rnn"]
 INITS = ("keras", "torch")
+CELLS = ("lstm", "gru", "rnn")
+_LAYERS = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN}
+
+
+def recurrent_layer(input_size: int, units: int, init: Init = "keras", cell: Cell = "lstm") -> nn.RNNBase:
+    """A batch-first, one-layer recurrent layer of `cell` kind with Keras' parameter count.
+
+    Its final state is `(h, c)` for an LSTM and `h` for a GRU or plain RNN; either can be passed
+    straight on as another layer's initial state.
+    """
+    layer = _LAYERS[cell](input_size, units, batch_first=True)
+    single_bias = cell != "gru"
+    with torch.no_grad():
+        if init == "keras":
+            # Keras: Glorot-uniform kernel, orthogonal recurrent kernel, zero biases; an LSTM's forget
+            # gate bias starts at 1 (both libraries order its gates input, forget, cell, output).
+            nn.init.xavier_uniform_(layer.weight_ih_l0)
+            nn.init.orthogonal_(layer.weight_hh_l0)
+            layer.bias_ih_l0.zero_()
+            layer.bias_hh_l0.zero_()
+            if cell == "lstm":
+                layer.bias_ih_l0[units:2 * units] = 1.0
+        elif single_bias:  # PyTorch's own init spread over two biases; fold them into the one that trains
+            layer.bias_ih_l0 += layer.bias_hh_l0
+        if single_bias:
+            layer.bias_hh_l0.zero_()
+    if single_bias:
+        layer.bias_hh_l0.requires_grad_(False)
+    return layer
 
 
 def lstm_layer(input_size: int, units: int, init: Init = "keras") -> nn.LSTM:
     """A batch-first, one-layer LSTM with a single trainable bias per gate."""
-    layer = nn.LSTM(input_size, units, batch_first=True)
-    with torch.no_grad():
-        if init == "keras":
-            # Keras: Glorot-uniform kernel, orthogonal recurrent kernel, zero bias but forget gate 1.
-            # Both libraries order the gates (input, forget, cell, output).
-            nn.init.xavier_uniform_(layer.weight_ih_l0)
-            nn.init.orthogonal_(layer.weight_hh_l0)
-            layer.bias_ih_l0.zero_()
-            layer.bias_ih_l0[units:2 * units] = 1.0
-        else:  # PyTorch's own init spread over two biases; fold them into the one that trains
-            layer.bias_ih_l0 += layer.bias_hh_l0
-        layer.bias_hh_l0.zero_()
-    layer.bias_hh_l0.requires_grad_(False)
-    return layer
+    return recurrent_layer(input_size, units, init, "lstm")
 
 
 def dense_layer(units: int, n_out: int, init: Init = "keras") -> nn.Linear:

@@ -20,8 +20,9 @@ def one_hot_pairs(n: int, timesteps: int):
 
 @pytest.mark.parametrize("name", DECODERS)
 @pytest.mark.parametrize("timesteps", [1, 5, 12])
-def test_shapes(name, timesteps):
-    model = build_model(name, timesteps)
+@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
+def test_shapes(name, timesteps, cell):
+    model = build_model(name, timesteps, cell=cell)
     inputs, targets = one_hot_pairs(3, timesteps)
     assert model(inputs).shape == (3, timesteps, 10)
     assert model.training_forward(inputs, targets).shape == (3, timesteps, 10)

@@ -31,15 +31,18 @@ def test_trainable_parameters_match_keras(model_name):
 
 
 def perturb_final_state(model, delta: float):
-    """Add `delta` to layer 1's final (h, c) only; its per-step outputs stay as they were."""
+    """Add `delta` to layer 1's final state only ((h, c), or h for GRU/RNN); its per-step outputs stay."""
     def hook(module, args, output):
-        all_h, (h, c) = output
-        return all_h, (h + delta, c + delta)
+        all_h, state = output
+        if isinstance(state, tuple):
+            return all_h, tuple(part + delta for part in state)
+        return all_h, state + delta
     return model.layer1.register_forward_hook(hook)
 
 
-def test_final_state_reaches_layer_2_only_where_wired(model_name):
-    model = build(model_name)
+@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
+def test_final_state_reaches_layer_2_only_where_wired(model_name, cell):
+    model = build(model_name, cell=cell)
     x = torch.nn.functional.one_hot(torch.randint(0, 10, (8, 4)), 10).float()
     with torch.no_grad():
         before = model(x)
@@ -84,6 +87,26 @@ def test_torch_initialisation_is_pytorchs():
     assert not torch.allclose(layer.bias_ih_l0[16:32], torch.ones(16))
     assert layer.weight_ih_l0.abs().max() <= 1 / 16 ** 0.5
     assert torch.all(layer.bias_hh_l0 == 0) and not layer.bias_hh_l0.requires_grad
+
+
+KERAS_LAYER_PARAMS = {  # (inputs, units) -> trainable parameters of Keras' layer
+    "lstm": lambda i, u: 4 * (u * (i + u) + u),
+    "gru": lambda i, u: 3 * (u * (i + u) + 2 * u),  # GRU(reset_after=True), Keras' default
+    "rnn": lambda i, u: u * (i + u) + u,  # SimpleRNN
+}
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
+def test_parameter_counts_match_keras_for_every_cell(model_name, cell):
+    units, features = 16, 10
+    layer = KERAS_LAYER_PARAMS[cell]
+    expected = layer(features, units) + units * features + features
+    if model_name != "single_default":
+        expected += layer(units, units)
+    model = build(model_name, cell=cell)
+    assert model.trainable_params == expected
+    assert model(torch.randn(2, 4, 10)).shape == (2, 4, 10)
+    assert isinstance(model.layer1, {"lstm": torch.nn.LSTM, "gru": torch.nn.GRU, "rnn": torch.nn.RNN}[cell])
 
 
 def test_frozen_bias_does_not_change_with_training(model_name):

@@ -25,6 +25,7 @@ BAD_INPUTS = [
     (["data.batch_size=0"], "data.batch_size=0 is not allowed"),
     (["model.units=-3"], "model.units=-3 is not allowed"),
     (["model.init=xavier"], "choose one of keras, torch"),
+    (["model.cell=transformer"], "model.cell='transformer' is not allowed: choose one of lstm, gru, rnn"),
     (["model.optimizer.lr=-0.1"], "model.optimizer.lr=-0.1 is not allowed"),
     (["trainer.max_epochs=0"], "trainer.max_epochs=0 is not allowed"),
     (["callbacks.early_stopping.patience=-1"], "callbacks.early_stopping.patience=-1 is not allowed"),

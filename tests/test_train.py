@@ -114,3 +114,11 @@ def test_both_outputs_learns_the_reversal_and_return_sequences_does_not(tmp_path
     assert sequences["test_acc"] <= 0.75, sequences  # the tutorial: 55%
     assert both["test_acc"] - sequences["test_acc"] >= 0.2
     assert math.isfinite(both["fit_seconds"])
+
+
+@pytest.mark.parametrize("cell", ["gru", "rnn"])
+@pytest.mark.parametrize("model", ["return_state", "both_outputs", "attention"])
+def test_other_cells_train_end_to_end(tmp_path, cell, model):
+    results = train(compose_config(f"model={model}", f"model.cell={cell}", "trainer.max_epochs=1",
+                                   "data.n_train=200", output_dir=tmp_path))
+    assert results["status"] == "ok" and 0 <= results["test_acc"] <= 1

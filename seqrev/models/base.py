@@ -15,7 +15,7 @@ from lightning.pytorch import LightningModule
 from torch import nn
 
 from seqrev.errors import NonFiniteLossError
-from seqrev.layers import Init, dense_layer, lstm_layer, trainable_parameters
+from seqrev.layers import Cell, Init, dense_layer, recurrent_layer, trainable_parameters
 from seqrev.metrics import SequenceScores
 
 OptimizerFactory = Callable[..., torch.optim.Optimizer]
@@ -32,10 +32,10 @@ class Seq2SeqModel(LightningModule):
 
     name: ClassVar[str]
 
-    def __init__(self, n_features: int, timesteps: int, units: int = 16, init: Init = "keras",
+    def __init__(self, n_features: int, timesteps: int, units: int = 16, init: Init = "keras", cell: Cell = "lstm",
                  optimizer: OptimizerFactory | None = None) -> None:
         super().__init__()
-        self.n_features, self.timesteps, self.units, self.init = n_features, timesteps, units, init
+        self.n_features, self.timesteps, self.units, self.init, self.cell = n_features, timesteps, units, init, cell
         self.optimizer_factory = optimizer or keras_adam
         self.automatic_optimization = False  # several optimiser steps per call, see module docstring
         self.loss_fn = nn.CrossEntropyLoss()
@@ -43,8 +43,9 @@ class Seq2SeqModel(LightningModule):
         self.last_scores: dict[str, dict] = {}  # the latest epoch's scores per split, as plain numbers
 
     # -- layers, for subclasses -------------------------------------------------------------------
-    def lstm(self, input_size: int) -> nn.LSTM:
-        return lstm_layer(input_size, self.units, self.init)
+    def recurrent(self, input_size: int) -> nn.RNNBase:
+        """A recurrent layer of the configured cell (LSTM, GRU or plain RNN)."""
+        return recurrent_layer(input_size, self.units, self.init, self.cell)
 
     def dense(self) -> nn.Linear:
         return dense_layer(self.units, self.n_features, self.init)

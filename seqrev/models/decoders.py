@@ -28,8 +28,8 @@ class EncoderDecoder(Seq2SeqModel):
     def __init__(self, **kwargs) -> None:
         super().__init__(**kwargs)
         self.start_token = self.n_features  # one more symbol than the data has: "begin"
-        self.encoder = self.lstm(self.n_features)
-        self.decoder = self.lstm(self.n_features + 1)
+        self.encoder = self.recurrent(self.n_features)
+        self.decoder = self.recurrent(self.n_features + 1)
         self.output_layer = self.dense()
 
     def read_out(self, decoder_h: torch.Tensor, encoder_h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:

@@ -1,8 +1,9 @@
 """The tutorial's five ways of wiring LSTM layers (its models 1-5), one short class each.
 
 Every `forward` takes one-hot inputs (B, T, F) and returns logits (B, T, F); the comment above it
-is the tutorial's diagram. `final` is layer 1's final (h, c) state, `all_h` its hidden state at
-every step, `last_h` its hidden state at the last step.
+is the tutorial's diagram. `final` is layer 1's final state — (h, c) for the default LSTM cell, h
+for `cell=gru` or `cell=rnn` — `all_h` its hidden state at every step, `last_h` its hidden state at
+the last step.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ class SingleDefault(Seq2SeqModel):
 
     def __init__(self, **kwargs) -> None:
         super().__init__(**kwargs)
-        self.layer1 = self.lstm(self.n_features)
+        self.layer1 = self.recurrent(self.n_features)
         self.output_layer = self.dense()
 
     # x -> LSTM -> last_h -> RepeatVector(T) -> Dense
@@ -36,8 +37,8 @@ class StackedDefault(Seq2SeqModel):
 
     def __init__(self, **kwargs) -> None:
         super().__init__(**kwargs)
-        self.layer1 = self.lstm(self.n_features)
-        self.layer2 = self.lstm(self.units)
+        self.layer1 = self.recurrent(self.n_features)
+        self.layer2 = self.recurrent(self.units)
         self.output_layer = self.dense()
 
     # x -> LSTM -> last_h -> RepeatVector(T) -> LSTM -> last_h -> RepeatVector(T) -> Dense
@@ -54,8 +55,8 @@ class ReturnSequences(Seq2SeqModel):
 
     def __init__(self, **kwargs) -> None:
         super().__init__(**kwargs)
-        self.layer1 = self.lstm(self.n_features)
-        self.layer2 = self.lstm(self.units)
+        self.layer1 = self.recurrent(self.n_features)
+        self.layer2 = self.recurrent(self.units)
         self.output_layer = self.dense()
 
     # x -> LSTM -> all_h -> LSTM -> all_h2 -> TimeDistributed(Dense)
@@ -72,8 +73,8 @@ class ReturnState(Seq2SeqModel):
 
     def __init__(self, **kwargs) -> None:
         super().__init__(**kwargs)
-        self.layer1 = self.lstm(self.n_features)
-        self.layer2 = self.lstm(self.units)
+        self.layer1 = self.recurrent(self.n_features)
+        self.layer2 = self.recurrent(self.units)
         self.output_layer = self.dense()
 
     # x -> LSTM -> last_h -> RepeatVector(T) -> LSTM(initial_state=final) -> all_h2 -> TimeDistributed(Dense)
@@ -90,8 +91,8 @@ class BothOutputs(Seq2SeqModel):
 
     def __init__(self, **kwargs) -> None:
         super().__init__(**kwargs)
-        self.layer1 = self.lstm(self.n_features)
-        self.layer2 = self.lstm(self.units)
+        self.layer1 = self.recurrent(self.n_features)
+        self.layer2 = self.recurrent(self.units)
         self.output_layer = self.dense()
 
     # x -> LSTM -> all_h -> LSTM(initial_state=final) -> all_h2 -> TimeDistributed(Dense)
