@@ -13,6 +13,20 @@ from omegaconf import DictConfig, OmegaConf
 
 from seqrev.errors import ConfigError
 
+
+def _padded(task: str, timesteps: int, min_timesteps: int) -> bool:
+    from seqrev.tasks import is_padded
+
+    try:
+        return is_padded(task, int(timesteps), int(min_timesteps))
+    except (TypeError, ValueError):  # a bad value: validate() names it
+        return False
+
+
+# Config files ask whether a task needs the padding class: `${seqrev_padded:task,timesteps,min_timesteps}`.
+if not OmegaConf.has_resolver("seqrev_padded"):
+    OmegaConf.register_new_resolver("seqrev_padded", _padded)
+
 PRECISIONS = ("32", "32-true", "bf16-mixed", "bf16-true", "64", "64-true")
 
 
@@ -49,12 +63,15 @@ def _choice(cfg: DictConfig, key: str, allowed: tuple[str, ...]) -> None:
 def validate(cfg: DictConfig, cuda_available: bool | None = None) -> None:
     """Raise ConfigError for the first bad value in a composed seqrev config."""
     from seqrev.layers import CELLS, INITS
+    from seqrev.tasks import TASKS
 
     _integer(cfg, "seed", 0, 2**32 - 1)
     _integer(cfg, "data.seed", 0, 2**32 - 1)
     _integer(cfg, "threads", 1)
     _integer(cfg, "examples", 0)
-    _integer(cfg, "data.timesteps", 1, 10_000)
+    timesteps = _integer(cfg, "data.timesteps", 1, 10_000)
+    _integer(cfg, "data.min_timesteps", 1, timesteps)
+    _choice(cfg, "data.task", TASKS)
     _integer(cfg, "data.n_features", 2)
     n_train = _integer(cfg, "data.n_train", 2)
     _integer(cfg, "data.n_test", 1)

@@ -1,8 +1,9 @@
-"""The reversed-sequence problem as in-memory tensors, served in shuffled slices.
+"""Sequence tasks as in-memory tensors, served in shuffled slices.
 
-X is a random sequence of `timesteps` integers in 0..n_features-1, one-hot encoded; y is X reversed.
-Everything is generated up front with one vectorised call, so a training step costs a tensor slice,
-never per-sample Python work.
+By default the tutorial's reversed-sequence problem: X is a random sequence of `timesteps` integers
+in 0..n_features-1, one-hot encoded; y is X reversed. Other tasks and variable lengths are in
+`seqrev.tasks`. Everything is generated up front with vectorised calls, so a training step costs a
+tensor slice, never per-sample Python work.
 """
 
 from __future__ import annotations
@@ -13,14 +14,14 @@ from collections.abc import Iterator
 import torch
 from lightning.pytorch import LightningDataModule
 
+from seqrev.tasks import is_padded, make_pairs
+
 Batch = tuple[torch.Tensor, torch.Tensor]
 
 
 def make_reversed_pairs(n: int, timesteps: int, n_features: int, generator: torch.Generator) -> Batch:
     """`n` pairs: one-hot inputs (n, T, F) float32 and reversed class-index targets (n, T) int64."""
-    symbols = torch.randint(0, n_features, (n, timesteps), generator=generator)
-    inputs = torch.nn.functional.one_hot(symbols, n_features).float()
-    return inputs, symbols.flip(1)
+    return make_pairs("reverse", n, timesteps, n_features, generator)
 
 
 class BatchGroups:
@@ -65,9 +66,12 @@ class ReversedSequenceData(LightningDataModule):
 
     def __init__(self, timesteps: int = 4, n_features: int = 10, n_train: int = 2000, n_test: int = 200,
                  val_fraction: float = 0.1, batch_size: int = 32, steps_per_call: int = 1,
-                 eval_batch_size: int = 1024, seed: int = 0) -> None:
+                 eval_batch_size: int = 1024, seed: int = 0, task: str = "reverse",
+                 min_timesteps: int | None = None) -> None:
         super().__init__()
         self.timesteps, self.n_features = timesteps, n_features
+        self.task, self.min_timesteps = task, timesteps if min_timesteps is None else min_timesteps
+        self.padded = is_padded(task, timesteps, self.min_timesteps)
         self.n_train, self.n_test, self.val_fraction = n_train, n_test, val_fraction
         self.batch_size, self.steps_per_call, self.eval_batch_size = batch_size, steps_per_call, eval_batch_size
         self.seed = seed
@@ -83,8 +87,10 @@ class ReversedSequenceData(LightningDataModule):
         if self.train_full is not None:
             return
         generator = torch.Generator().manual_seed(self.seed)
-        self.train_full = make_reversed_pairs(self.n_train, self.timesteps, self.n_features, generator)
-        self.test = make_reversed_pairs(self.n_test, self.timesteps, self.n_features, generator)
+        pairs = lambda n: make_pairs(self.task, n, self.timesteps, self.n_features, generator,  # noqa: E731
+                                     self.min_timesteps)
+        self.train_full = pairs(self.n_train)
+        self.test = pairs(self.n_test)
         split = self.n_train - self.n_val
         self.train = tuple(t[:split] for t in self.train_full)
         self.val = tuple(t[split:] for t in self.train_full)

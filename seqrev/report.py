@@ -63,34 +63,33 @@ def grouped(runs: list[dict]) -> dict[tuple[int, int], dict[str, list[dict]]]:
     return table
 
 
+def task_and_cell(run: dict) -> tuple[str, str]:
+    """The (task, cell) a run belongs to; runs from before tasks and cells existed were reversal with LSTMs."""
+    task = run.get("task") or "reverse"
+    if (run.get("min_timesteps") or run.get("timesteps")) != run.get("timesteps"):
+        task += f" (lengths {run['min_timesteps']}–{run['timesteps']})"
+    return task, run.get("cell") or "lstm"
+
+
+TUTORIAL_SETTING = ("reverse", "lstm")
+
+
+def by_task_and_cell(runs: list[dict]) -> dict[tuple[str, str], list[dict]]:
+    """Runs grouped by (task, cell), the tutorial's own setting first."""
+    groups: dict[tuple[str, str], list[dict]] = defaultdict(list)
+    for run in runs:
+        groups[task_and_cell(run)].append(run)
+    return dict(sorted(groups.items(), key=lambda item: (item[0] != TUTORIAL_SETTING, item[0])))
+
+
 def markdown(runs: list[dict], warnings: list[str]) -> str:
-    table = grouped(runs)
-    wirings = _ordered({m for cells in table.values() for m in cells})
-    figures = tutorial_figures()
-    lines = [f"# seqrev report: {sum(len(v) for c in table.values() for v in c.values())} finished runs", ""]
-    sections = [("Test token accuracy (%)", "test_acc", True, True),
-                ("Test sequence accuracy (%)", "test_seq_acc", True, False),
-                ("Epochs run", "epochs_run", False, False)]
-    for title, key, percent, with_tutorial in sections:
-        lines += [f"## {title}", "", "mean ± std over seeds (min–max)" +
-                  ("; the tutorial's figure in brackets" if with_tutorial else ""), ""]
-        lines.append("| units | T | " + " | ".join(wirings) + (" | mode baseline |" if with_tutorial else " |"))
-        lines.append("|---|---|" + "---|" * (len(wirings) + (1 if with_tutorial else 0)))
-        for units, timesteps in sorted(table):
-            cells = []
-            for wiring in wirings:
-                runs_here = table[(units, timesteps)].get(wiring, [])
-                cell = summarise([r[key] for r in runs_here], percent, 2 if percent else 1)
-                if runs_here:
-                    cell += f" n={len(runs_here)}"
-                reference = figures["test_acc_percent"].get(str(units), {}).get(str(timesteps), {}).get(wiring)
-                if with_tutorial and reference is not None:
-                    cell += f" [{reference:.3f}]"
-                cells.append(cell)
-            baseline = figures["mode_baseline_percent"].get(str(timesteps))
-            tail = f" | {baseline:.2f} |" if with_tutorial and baseline is not None else (" | – |" if with_tutorial else " |")
-            lines.append(f"| {units} | {timesteps} | " + " | ".join(cells) + tail)
-        lines.append("")
+    ok = [r for r in runs if r.get("status") == "ok"]
+    lines = [f"# seqrev report: {len(ok)} finished runs", ""]
+    groups = by_task_and_cell(ok)
+    for (task, cell), group in groups.items():
+        if list(groups) != [TUTORIAL_SETTING]:  # one table set per task and cell
+            lines += [f"# task={task}, cell={cell}", ""]
+        lines += _tables(group, with_tutorial=(task, cell) == TUTORIAL_SETTING)
     failed = [r for r in runs if r.get("status") != "ok"]
     if failed:
         lines += ["## Jobs that did not finish", ""]
@@ -99,6 +98,40 @@ def markdown(runs: list[dict], warnings: list[str]) -> str:
     if warnings:
         lines += ["## Warnings", ""] + [f"- {w}" for w in warnings] + [""]
     return "\n".join(lines)
+
+
+def _tables(runs: list[dict], with_tutorial: bool) -> list[str]:
+    """Test token accuracy, sequence accuracy and epochs run: a row per (units, T), a column per wiring."""
+    table = grouped(runs)
+    wirings = _ordered({m for cells in table.values() for m in cells})
+    figures = tutorial_figures()
+    lines = []
+    sections = [("Test token accuracy (%)", "test_acc", True, with_tutorial),
+                ("Test sequence accuracy (%)", "test_seq_acc", True, False),
+                ("Epochs run", "epochs_run", False, False)]
+    for title, key, percent, reference_column in sections:
+        lines += [f"## {title}", "", "mean ± std over seeds (min–max)" +
+                  ("; the tutorial's figure in brackets" if reference_column else ""), ""]
+        lines.append("| units | T | " + " | ".join(wirings) + (" | mode baseline |" if reference_column else " |"))
+        lines.append("|---|---|" + "---|" * (len(wirings) + (1 if reference_column else 0)))
+        for units, timesteps in sorted(table):
+            cells = []
+            for wiring in wirings:
+                runs_here = table[(units, timesteps)].get(wiring, [])
+                cell = summarise([r[key] for r in runs_here], percent, 2 if percent else 1)
+                if runs_here:
+                    cell += f" n={len(runs_here)}"
+                reference = figures["test_acc_percent"].get(str(units), {}).get(str(timesteps), {}).get(wiring)
+                if reference_column and reference is not None:
+                    cell += f" [{reference:.3f}]"
+                cells.append(cell)
+            baseline = figures["mode_baseline_percent"].get(str(timesteps))
+            tail = " |"
+            if reference_column:
+                tail = f" | {baseline:.2f} |" if baseline is not None else " | – |"
+            lines.append(f"| {units} | {timesteps} | " + " | ".join(cells) + tail)
+        lines.append("")
+    return lines
 
 
 def write_csv(runs: list[dict], path: Path) -> None:
@@ -118,8 +151,12 @@ def plot(runs: list[dict], path: Path) -> bool:
         import matplotlib.pyplot as plt
     except ImportError:
         return False
-    table = grouped(runs)
-    figures = tutorial_figures()["test_acc_percent"]
+    groups = by_task_and_cell([r for r in runs if r.get("status") == "ok"])
+    if not groups:
+        return False
+    setting, first_group = next(iter(groups.items()))  # the tutorial's own setting when present
+    table = grouped(first_group)
+    figures = tutorial_figures()["test_acc_percent"] if setting == TUTORIAL_SETTING else {}
     wirings = _ordered({m for cells in table.values() for m in cells})
     colours = {w: f"C{i}" for i, w in enumerate(wirings)}
     fig, (left, right) = plt.subplots(1, 2, figsize=(13, 5))

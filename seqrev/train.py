@@ -34,7 +34,8 @@ def describe(cfg: DictConfig) -> dict[str, Any]:
     select = lambda key: OmegaConf.select(cfg, key, default=None, throw_on_missing=False)  # noqa: E731
     target = str(select("model._target_") or "")
     return {"model": _model_name(target), "timesteps": select("data.timesteps"),
-            "n_features": select("data.n_features"), "units": select("model.units"), "seed": select("seed")}
+            "n_features": select("data.n_features"), "units": select("model.units"), "seed": select("seed"),
+            "task": select("data.task"), "min_timesteps": select("data.min_timesteps"), "cell": select("model.cell")}
 
 
 def _model_name(target: str) -> str | None:
@@ -95,8 +96,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     train_scores = model.evaluate(datamodule.train_full_dataloader())
     test_inputs, test_targets = (t[: cfg.examples] for t in datamodule.test)
     predictions = model.predict(test_inputs).cpu()
-    examples = [(x.argmax(-1).tolist(), y.tolist(), p.tolist()) for x, y, p in
-                zip(test_inputs.cpu(), test_targets.cpu(), predictions)]
+    examples = [(_symbols(x.argmax(-1), model.pad), _symbols(y, model.pad), _symbols(p, model.pad))
+                for x, y, p in zip(test_inputs.cpu(), test_targets.cpu(), predictions)]
 
     epochs_run = trainer.current_epoch
     results = {
@@ -115,6 +116,12 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     return results
 
 
+def _symbols(sequence, pad: int | None) -> list[int]:
+    """A sequence as the symbols it holds: up to its first padding symbol, if the task pads."""
+    symbols = sequence.tolist()
+    return symbols[: symbols.index(pad)] if pad is not None and pad in symbols else symbols
+
+
 def _log_to_tensorboard(trainer, cfg: DictConfig, results: dict[str, Any], examples: list) -> None:
     from lightning.pytorch.loggers import TensorBoardLogger
 
@@ -122,6 +129,7 @@ def _log_to_tensorboard(trainer, cfg: DictConfig, results: dict[str, Any], examp
         if not isinstance(logger, TensorBoardLogger):
             continue
         params = {"model": results["model"], "timesteps": results["timesteps"], "units": results["units"],
+                  "task": results["task"], "cell": results["cell"], "min_timesteps": results["min_timesteps"],
                   "seed": results["seed"], "n_features": results["n_features"],
                   "lr": OmegaConf.select(cfg, "model.optimizer.lr", default=None),
                   "batch_size": cfg.data.batch_size, "init": OmegaConf.select(cfg, "model.init", default=None)}

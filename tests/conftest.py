@@ -11,6 +11,8 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
+import seqrev.config  # noqa: F401 - registers the resolver the configs use
+
 ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "conf"
 MODELS = ["single_default", "stacked_default", "return_sequences", "return_state", "both_outputs"]

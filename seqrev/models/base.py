@@ -17,6 +17,7 @@ from torch import nn
 from seqrev.errors import NonFiniteLossError
 from seqrev.layers import Cell, Init, dense_layer, recurrent_layer, trainable_parameters
 from seqrev.metrics import SequenceScores
+from seqrev.tasks import scored_positions
 
 OptimizerFactory = Callable[..., torch.optim.Optimizer]
 Batch = tuple[torch.Tensor, torch.Tensor]
@@ -33,9 +34,12 @@ class Seq2SeqModel(LightningModule):
     name: ClassVar[str]
 
     def __init__(self, n_features: int, timesteps: int, units: int = 16, init: Init = "keras", cell: Cell = "lstm",
-                 optimizer: OptimizerFactory | None = None) -> None:
+                 padded: bool = False, optimizer: OptimizerFactory | None = None) -> None:
         super().__init__()
         self.n_features, self.timesteps, self.units, self.init, self.cell = n_features, timesteps, units, init, cell
+        # With padding, one more symbol in and out: "no symbol here" (see seqrev.tasks).
+        self.pad = n_features if padded else None
+        self.n_classes = n_features + int(padded)
         self.optimizer_factory = optimizer or keras_adam
         self.automatic_optimization = False  # several optimiser steps per call, see module docstring
         self.loss_fn = nn.CrossEntropyLoss()
@@ -48,7 +52,7 @@ class Seq2SeqModel(LightningModule):
         return recurrent_layer(input_size, self.units, self.init, self.cell)
 
     def dense(self) -> nn.Linear:
-        return dense_layer(self.units, self.n_features, self.init)
+        return dense_layer(self.units, self.n_classes, self.init)
 
     @property
     def trainable_params(self) -> int:
@@ -61,7 +65,15 @@ class Seq2SeqModel(LightningModule):
         return self(inputs)
 
     def loss(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        return self.loss_fn(logits.flatten(0, 1), targets.flatten())
+        if self.pad is None:
+            return self.loss_fn(logits.flatten(0, 1), targets.flatten())
+        scored = self.scored(targets)  # padded tasks: the mean over scored positions only
+        per_token = nn.functional.cross_entropy(logits.flatten(0, 1), targets.flatten(), reduction="none")
+        return (per_token * scored.flatten()).sum() / scored.sum()
+
+    def scored(self, targets: torch.Tensor) -> torch.Tensor | None:
+        """Which target positions count (None: all of them)."""
+        return None if self.pad is None else scored_positions(targets, self.pad)
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         return self.optimizer_factory([p for p in self.parameters() if p.requires_grad])
@@ -74,7 +86,7 @@ class Seq2SeqModel(LightningModule):
         # and logging stay right. Scores are folded in once per group, not per batch.
         optimizer = self.optimizers().optimizer
         step_progress = self.trainer.fit_loop.epoch_loop.manual_optimization.optim_step_progress
-        correct, loss_sum = [], 0.0
+        correct, scored, loss_sum = [], [], 0.0
         for inputs, targets in batches:
             logits = self.training_forward(inputs, targets)
             loss = self.loss(logits, targets)
@@ -84,8 +96,9 @@ class Seq2SeqModel(LightningModule):
             optimizer.step()
             step_progress.increment_completed()
             correct.append(logits.detach().argmax(-1) == targets)
+            scored.append(self.scored(targets))
             loss_sum = loss_sum + loss.detach() * len(targets)
-        self.train_scores.update(torch.cat(correct), loss_sum)
+        self.train_scores.update(torch.cat(correct), loss_sum, None if self.pad is None else torch.cat(scored))
 
     def validation_step(self, batches: list[Batch], batch_idx: int) -> None:
         self._score(batches, self.val_scores)
@@ -96,7 +109,7 @@ class Seq2SeqModel(LightningModule):
     def _score(self, batches: list[Batch], scores: SequenceScores) -> None:
         for inputs, targets in batches:
             predicted, for_loss = self.scoring_logits(inputs, targets)
-            scores.update_from_logits(predicted, targets, self.loss(for_loss, targets))
+            scores.update_from_logits(predicted, targets, self.loss(for_loss, targets), self.scored(targets))
 
     def scoring_logits(self, inputs: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Logits that accuracies are scored on (always `forward`: what the model does on its own), and

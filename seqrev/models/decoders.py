@@ -27,9 +27,9 @@ class EncoderDecoder(Seq2SeqModel):
 
     def __init__(self, **kwargs) -> None:
         super().__init__(**kwargs)
-        self.start_token = self.n_features  # one more symbol than the data has: "begin"
-        self.encoder = self.recurrent(self.n_features)
-        self.decoder = self.recurrent(self.n_features + 1)
+        self.start_token = self.n_classes  # one more symbol than the data has: "begin"
+        self.encoder = self.recurrent(self.n_classes)
+        self.decoder = self.recurrent(self.n_classes + 1)
         self.output_layer = self.dense()
 
     def read_out(self, decoder_h: torch.Tensor, encoder_h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -37,7 +37,7 @@ class EncoderDecoder(Seq2SeqModel):
         return decoder_h, None
 
     def _previous_tokens(self, tokens: torch.Tensor) -> torch.Tensor:
-        return nn.functional.one_hot(tokens, self.n_features + 1).float()
+        return nn.functional.one_hot(tokens, self.n_classes + 1).float()
 
     # teacher forcing: the decoder reads [start, y_1, ..., y_{T-1}] in one pass
     def training_forward(self, inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:

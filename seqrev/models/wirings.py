@@ -21,7 +21,7 @@ class SingleDefault(Seq2SeqModel):
 
     def __init__(self, **kwargs) -> None:
         super().__init__(**kwargs)
-        self.layer1 = self.recurrent(self.n_features)
+        self.layer1 = self.recurrent(self.n_classes)
         self.output_layer = self.dense()
 
     # x -> LSTM -> last_h -> RepeatVector(T) -> Dense
@@ -37,7 +37,7 @@ class StackedDefault(Seq2SeqModel):
 
     def __init__(self, **kwargs) -> None:
         super().__init__(**kwargs)
-        self.layer1 = self.recurrent(self.n_features)
+        self.layer1 = self.recurrent(self.n_classes)
         self.layer2 = self.recurrent(self.units)
         self.output_layer = self.dense()
 
@@ -55,7 +55,7 @@ class ReturnSequences(Seq2SeqModel):
 
     def __init__(self, **kwargs) -> None:
         super().__init__(**kwargs)
-        self.layer1 = self.recurrent(self.n_features)
+        self.layer1 = self.recurrent(self.n_classes)
         self.layer2 = self.recurrent(self.units)
         self.output_layer = self.dense()
 
@@ -73,7 +73,7 @@ class ReturnState(Seq2SeqModel):
 
     def __init__(self, **kwargs) -> None:
         super().__init__(**kwargs)
-        self.layer1 = self.recurrent(self.n_features)
+        self.layer1 = self.recurrent(self.n_classes)
         self.layer2 = self.recurrent(self.units)
         self.output_layer = self.dense()
 
@@ -91,7 +91,7 @@ class BothOutputs(Seq2SeqModel):
 
     def __init__(self, **kwargs) -> None:
         super().__init__(**kwargs)
-        self.layer1 = self.recurrent(self.n_features)
+        self.layer1 = self.recurrent(self.n_classes)
         self.layer2 = self.recurrent(self.units)
         self.output_layer = self.dense()
 

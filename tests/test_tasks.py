@@ -1,0 +1,125 @@
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from conftest import compose_config
+from seqrev.metrics import SequenceScores
+from seqrev.tasks import TASKS, make_pairs, scored_positions, targets_for
+from seqrev.train import train
+
+PAD = 10
+
+
+def reference(task: str, sequence: list[int]) -> list[int]:
+    """Each task in plain Python, on the real (unpadded) input symbols."""
+    if task == "reverse":
+        return sequence[::-1]
+    if task == "copy":
+        return list(sequence)
+    if task == "sort":
+        return sorted(sequence)
+    if task == "sort_desc":
+        return sorted(sequence, reverse=True)
+    if task == "select_even":
+        return [s for s in sequence if s % 2 == 0]
+    if task == "select_odd":
+        return [s for s in sequence if s % 2 == 1]
+    if task == "reverse_unique":
+        seen, out = set(), []
+        for s in reversed(sequence):
+            if s not in seen:
+                seen.add(s)
+                out.append(s)
+        return out
+    raise ValueError(task)
+
+
+@pytest.mark.parametrize("task", TASKS)
+@pytest.mark.parametrize("min_timesteps", [7, 2])
+def test_generator_matches_plain_python(task, min_timesteps):
+    generator = torch.Generator().manual_seed(0)
+    inputs, targets = make_pairs(task, 300, 7, 10, generator, min_timesteps)
+    padded = inputs.shape[-1] == 11
+    for x, y in zip(inputs.argmax(-1).tolist(), targets.tolist()):
+        symbols = [s for s in x if s != PAD]
+        assert min_timesteps <= len(symbols) <= 7
+        assert x == symbols + [PAD] * (7 - len(symbols))  # inputs padded at the end
+        expected = reference(task, symbols)
+        assert y == expected + [PAD] * (7 - len(expected))
+        if not padded:
+            assert PAD not in y
+
+
+def test_the_tutorials_closing_example():
+    symbols = torch.tensor([[3, 2, 3, 5, 2]])
+    assert targets_for("reverse_unique", symbols, torch.tensor([5]), PAD).tolist() == [[2, 5, 3, PAD, PAD]]
+
+
+def test_default_task_is_the_tutorials_reversal_without_padding():
+    inputs, targets = make_pairs("reverse", 50, 4, 10, torch.Generator().manual_seed(0))
+    assert inputs.shape == (50, 4, 10)
+    assert torch.equal(inputs.argmax(-1).flip(1), targets)
+
+
+def test_only_tokens_and_the_end_marker_are_scored():
+    targets = torch.tensor([[4, 5, PAD, PAD], [1, 2, 3, 4]])
+    assert scored_positions(targets, PAD).tolist() == [[True, True, True, False], [True, True, True, True]]
+
+
+def scores_for(predictions: torch.Tensor, targets: torch.Tensor) -> dict:
+    scores = SequenceScores(timesteps=targets.shape[1])
+    scores.update(predictions == targets, torch.tensor(0.0), scored_positions(targets, PAD))
+    return {k: v.tolist() for k, v in scores.compute().items()}
+
+
+def test_wrong_only_after_the_end_scores_as_perfect_and_a_wrong_length_fails():
+    targets = torch.tensor([[4, 5, PAD, PAD, PAD], [1, 2, 3, PAD, PAD]])
+    perfect = scores_for(targets.clone(), targets)
+    noisy_tail = targets.clone()
+    noisy_tail[:, 4] = 7  # wrong only where nothing is scored
+    assert scores_for(noisy_tail, targets) == perfect and perfect["seq_acc"] == 1.0
+    too_long = targets.clone()
+    too_long[0, 2] = 9  # no end marker where the target ends: one token more
+    result = scores_for(too_long, targets)
+    assert result["seq_acc"] == 0.5 and result["acc"] == pytest.approx(6 / 7)
+
+
+def test_masked_loss_ignores_unscored_positions():
+    from seqrev.models import WIRINGS
+    model = WIRINGS["both_outputs"](n_features=10, timesteps=5, units=8, padded=True)
+    targets = torch.tensor([[4, 5, PAD, PAD, PAD]])
+    logits = torch.randn(1, 5, 11)
+    changed = logits.clone()
+    changed[0, 3:] = torch.randn(2, 11) * 10  # only unscored positions
+    assert torch.isclose(model.loss(logits, targets), model.loss(changed, targets))
+    assert model.n_classes == 11 and model(torch.zeros(2, 5, 11)).shape == (2, 5, 11)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("task", TASKS)
+def test_a_short_run_learns_each_task_above_chance(tmp_path, task):
+    results = train(compose_config("model=attention", f"data.task={task}", "data.timesteps=6", "data.min_timesteps=4",
+                                   "trainer.max_epochs=15", output_dir=tmp_path))
+    assert results["task"] == task and results["status"] == "ok"
+    assert results["test_acc"] >= 0.3, results  # chance over 11 classes is about 0.09
+
+
+def test_a_sweep_over_tasks_reports_one_table_per_task(tmp_path):
+    from conftest import run_cli
+    sweep = tmp_path / "sweep"
+    done = run_cli("-m", "model=both_outputs", "data.task=reverse,sort", "model.cell=lstm,gru", "trainer.max_epochs=1",
+                   "data.n_train=200", f"hydra.sweep.dir={sweep}")
+    assert done.returncode == 0, done.stderr[-2000:]
+    results = [json.loads(p.read_text()) for p in sweep.glob("*/results.json")]
+    assert sorted((r["task"], r["cell"]) for r in results) == [("reverse", "gru"), ("reverse", "lstm"),
+                                                               ("sort", "gru"), ("sort", "lstm")]
+    report = subprocess.run([sys.executable, "-m", "seqrev.report", str(sweep)], capture_output=True, text=True)
+    assert report.returncode == 0, report.stderr
+    text = (sweep / "report.md").read_text()
+    for heading in ("# task=reverse, cell=lstm", "# task=reverse, cell=gru", "# task=sort, cell=lstm",
+                    "# task=sort, cell=gru"):
+        assert heading in text
+    assert text.index("task=reverse, cell=lstm") < text.index("task=sort, cell=gru")
