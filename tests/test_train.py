@@ -117,7 +117,8 @@ def test_both_outputs_learns_the_reversal_and_return_sequences_does_not(tmp_path
 
 
 @pytest.mark.parametrize("cell", ["gru", "rnn"])
-@pytest.mark.parametrize("model", ["return_state", "both_outputs", "attention"])
+@pytest.mark.parametrize("model", ["single_default", "stacked_default", "return_sequences", "return_state",
+                                   "both_outputs", "encoder_decoder", "attention"])
 def test_other_cells_train_end_to_end(tmp_path, cell, model):
     results = train(compose_config(f"model={model}", f"model.cell={cell}", "trainer.max_epochs=1",
                                    "data.n_train=200", output_dir=tmp_path))
