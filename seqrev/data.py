@@ -35,22 +35,32 @@ class BatchGroups:
     """
 
     def __init__(self, inputs: torch.Tensor, targets: torch.Tensor, batch_size: int, group_size: int = 1,
-                 shuffle: bool = False, generator: torch.Generator | None = None) -> None:
+                 shuffle: bool = False, generator: torch.Generator | None = None, rank: int = 0,
+                 world_size: int = 1) -> None:
         self.inputs, self.targets = inputs, targets
         self.batch_size, self.group_size = batch_size, group_size
         self.shuffle, self.generator = shuffle, generator
+        self.rank, self.world_size = rank, world_size
+
+    def n_rows(self) -> int:
+        # With several processes every rank gets the same number of rows (a few may sit out an
+        # epoch), so that all ranks take the same number of steps and their gradient syncs pair up.
+        return len(self.inputs) // self.world_size
 
     def n_batches(self) -> int:
-        return math.ceil(len(self.inputs) / self.batch_size)
+        return math.ceil(self.n_rows() / self.batch_size)
 
     def __len__(self) -> int:
         return math.ceil(self.n_batches() / self.group_size)
 
     def __iter__(self) -> Iterator[list[Batch]]:
         inputs, targets = self.inputs, self.targets
-        if self.shuffle:
+        if self.shuffle:  # every rank draws the same permutation from the same generator state
             order = torch.randperm(len(inputs), generator=self.generator).to(inputs.device)
             inputs, targets = inputs[order], targets[order]
+        if self.world_size > 1:
+            shard = slice(self.rank, self.n_rows() * self.world_size, self.world_size)
+            inputs, targets = inputs[shard], targets[shard]
         batches = list(zip(inputs.split(self.batch_size), targets.split(self.batch_size)))
         for start in range(0, len(batches), self.group_size):
             yield batches[start:start + self.group_size]
@@ -102,9 +112,13 @@ class ReversedSequenceData(LightningDataModule):
             self.train_full, self.train, self.val, self.test = (
                 tuple(t.to(device) for t in split) for split in (self.train_full, self.train, self.val, self.test))
 
+    def _shard(self) -> dict[str, int]:
+        trainer = self.trainer
+        return {"rank": trainer.global_rank, "world_size": trainer.world_size} if trainer is not None else {}
+
     def train_dataloader(self) -> BatchGroups:
         return BatchGroups(*self.train, self.batch_size, self.steps_per_call, shuffle=True,
-                           generator=self.shuffle_generator)
+                           generator=self.shuffle_generator, **self._shard())
 
     def val_dataloader(self) -> BatchGroups:
         return self._eval_batches(self.val)
@@ -117,7 +131,8 @@ class ReversedSequenceData(LightningDataModule):
 
     def _eval_batches(self, split: Batch) -> BatchGroups:
         # Evaluation has no optimiser step, so batch size only changes speed: means over tokens are exact.
-        return BatchGroups(*split, self.eval_batch_size, group_size=1)
+        # Scores are summed across ranks (torchmetrics), so each rank scores its own shard.
+        return BatchGroups(*split, self.eval_batch_size, group_size=1, **self._shard())
 
     def state_dict(self) -> dict:
         return {"shuffle_generator": self.shuffle_generator.get_state()}

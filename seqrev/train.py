@@ -110,9 +110,10 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         "test_acc_per_position": model.last_scores["test"]["acc_per_position"],
         "fit_seconds": round(fit_seconds, 3), "resumed": bool(checkpoint), "run_dir": str(run_dir),
     }
-    write_results(run_dir, results)
-    _log_to_tensorboard(trainer, cfg, results, examples)
-    print_report(results, examples)
+    if trainer.is_global_zero:  # with several processes (trainer=ddp) only rank 0 writes
+        write_results(run_dir, results)
+        _log_to_tensorboard(trainer, cfg, results, examples)
+        print_report(results, examples)
     return results
 
 
@@ -204,6 +205,10 @@ def main(cfg: DictConfig) -> float:
 def cli() -> None:
     try:
         check_group_choices(sys.argv, CONFIG_DIR)
+        if "trainer=ddp" in sys.argv and {"-m", "--multirun"} & set(sys.argv):
+            raise ConfigError("trainer=ddp is for a single run and cannot be combined with -m (Lightning's DDP "
+                              "re-launches the whole sweep in every process); run the sweep with "
+                              "hydra/launcher=joblib, or several single trainer=ddp runs.")
         sys.argv = rewrite_argv_for_resume(sys.argv)
         refuse_existing_results(sys.argv)
     except EXPECTED_ERRORS as error:

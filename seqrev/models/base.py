@@ -139,7 +139,8 @@ class Seq2SeqModel(LightningModule):
         logged = {f"{split}/{key}": values[key] for key in ("loss", "acc", "seq_acc")}
         if per_position:
             logged.update({f"{split}/acc_position_{i}": v for i, v in enumerate(values["acc_per_position"])})
-        self.log_dict(logged, on_step=False, on_epoch=True)
+        # Already summed over every process by torchmetrics; sync_dist only keeps the values identical on all ranks.
+        self.log_dict(logged, on_step=False, on_epoch=True, sync_dist=True)
         self.last_scores[split] = {key: value.tolist() for key, value in values.items()}
 
     @torch.no_grad()
