@@ -32,7 +32,7 @@ BAD_INPUTS = [
     (["seed=-1"], "seed=-1 is not allowed"),
     (["trainer=gpu"], "this machine has no CUDA GPU"),
     (["model=nope"], "model='nope' is not allowed: choose one of attention, both_outputs"),
-    (["trainer=tpu"], "trainer='tpu' is not allowed: choose one of cpu, default, gpu"),
+    (["trainer=tpu"], "trainer='tpu' is not allowed: choose one of cpu, ddp, default, gpu"),
     (["data.timestep=4"], "Key 'timestep' is not in struct"),
     (["resume=/no/such/run"], "there is no such directory"),
 ]
