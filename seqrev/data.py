@@ -19,11 +19,6 @@ from seqrev.tasks import is_padded, make_pairs
 Batch = tuple[torch.Tensor, torch.Tensor]
 
 
-def make_reversed_pairs(n: int, timesteps: int, n_features: int, generator: torch.Generator) -> Batch:
-    """`n` pairs: one-hot inputs (n, T, F) float32 and reversed class-index targets (n, T) int64."""
-    return make_pairs("reverse", n, timesteps, n_features, generator)
-
-
 class BatchGroups:
     """Iterates over an epoch as groups of `group_size` batches, each batch a slice of in-memory tensors.
 

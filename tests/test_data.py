@@ -1,6 +1,7 @@
 import torch
 
-from seqrev.data import BatchGroups, ReversedSequenceData, make_reversed_pairs
+from seqrev.data import BatchGroups, ReversedSequenceData
+from seqrev.tasks import make_pairs
 
 
 def prepared(**kwargs) -> ReversedSequenceData:
@@ -51,7 +52,7 @@ def test_validation_split_is_the_tail_of_train():
 
 
 def test_batches_cover_every_row_once_per_epoch_and_reshuffle():
-    inputs, targets = make_reversed_pairs(100, 4, 10, torch.Generator().manual_seed(0))
+    inputs, targets = make_pairs("reverse", 100, 4, 10, torch.Generator().manual_seed(0))
     rows = torch.arange(100)
     batches = BatchGroups(rows, targets, batch_size=32, group_size=3, shuffle=True,
                           generator=torch.Generator().manual_seed(1))

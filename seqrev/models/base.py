@@ -7,7 +7,8 @@ batch, so the framework's per-call cost is paid once per group rather than once 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from typing import ClassVar
 
 import torch
@@ -64,10 +65,12 @@ class Seq2SeqModel(LightningModule):
         validation, test and prediction always call `forward`, which never does."""
         return self(inputs)
 
-    def loss(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    def loss(self, logits: torch.Tensor, targets: torch.Tensor, scored: torch.Tensor | None = None) -> torch.Tensor:
+        """Cross-entropy over every token; for padded tasks the mean over `scored` positions only
+        (computed from the targets when not given)."""
         if self.pad is None:
             return self.loss_fn(logits.flatten(0, 1), targets.flatten())
-        scored = self.scored(targets)  # padded tasks: the mean over scored positions only
+        scored = self.scored(targets) if scored is None else scored
         per_token = nn.functional.cross_entropy(logits.flatten(0, 1), targets.flatten(), reduction="none")
         return (per_token * scored.flatten()).sum() / scored.sum()
 
@@ -89,14 +92,14 @@ class Seq2SeqModel(LightningModule):
         correct, scored, loss_sum = [], [], 0.0
         for inputs, targets in batches:
             logits = self.training_forward(inputs, targets)
-            loss = self.loss(logits, targets)
+            scored.append(self.scored(targets))
+            loss = self.loss(logits, targets, scored[-1])
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             step_progress.increment_ready()
             optimizer.step()
             step_progress.increment_completed()
             correct.append(logits.detach().argmax(-1) == targets)
-            scored.append(self.scored(targets))
             loss_sum = loss_sum + loss.detach() * len(targets)
         self.train_scores.update(torch.cat(correct), loss_sum, None if self.pad is None else torch.cat(scored))
 
@@ -109,7 +112,8 @@ class Seq2SeqModel(LightningModule):
     def _score(self, batches: list[Batch], scores: SequenceScores) -> None:
         for inputs, targets in batches:
             predicted, for_loss = self.scoring_logits(inputs, targets)
-            scores.update_from_logits(predicted, targets, self.loss(for_loss, targets), self.scored(targets))
+            scored = self.scored(targets)
+            scores.update_from_logits(predicted, targets, self.loss(for_loss, targets, scored), scored)
 
     def scoring_logits(self, inputs: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Logits that accuracies are scored on (always `forward`: what the model does on its own), and
@@ -143,22 +147,26 @@ class Seq2SeqModel(LightningModule):
         self.log_dict(logged, on_step=False, on_epoch=True, sync_dist=True)
         self.last_scores[split] = {key: value.tolist() for key, value in values.items()}
 
-    @torch.no_grad()
+    @contextmanager
+    def evaluating(self) -> Iterator[None]:
+        """Eval mode and no gradients for the block, then the mode the model was in before."""
+        was_training = self.training
+        self.eval()
+        try:
+            with torch.no_grad():
+                yield
+        finally:
+            self.train(was_training)
+
     def evaluate(self, batches: Iterable[list[Batch]]) -> dict:
         """Scores on any batches, outside the Trainer (the tutorial's after-training train accuracy)."""
-        was_training = self.training
-        self.eval()
         scores = SequenceScores(self.timesteps).to(self.device)
-        for group in batches:
-            self._score(group, scores)
-        self.train(was_training)
+        with self.evaluating():
+            for group in batches:
+                self._score(group, scores)
         return {key: value.tolist() for key, value in scores.compute().items()}
 
-    @torch.no_grad()
     def predict(self, inputs: torch.Tensor) -> torch.Tensor:
         """Predicted class indices (B, T)."""
-        was_training = self.training
-        self.eval()
-        predictions = self(inputs.to(self.device)).argmax(-1)
-        self.train(was_training)
-        return predictions
+        with self.evaluating():
+            return self(inputs.to(self.device)).argmax(-1)

@@ -102,11 +102,7 @@ class Attention(EncoderDecoder):
         context = weights @ encoder_h
         return torch.tanh(self.combine(torch.cat([context, decoder_h], -1))), weights
 
-    @torch.no_grad()
     def attention_weights(self, inputs: torch.Tensor) -> torch.Tensor:
         """Greedy decoding's attention weights (B, T_out, T_in), for pictures."""
-        was_training = self.training
-        self.eval()
-        weights = self.decode(inputs.to(self.device))[1]
-        self.train(was_training)
-        return weights
+        with self.evaluating():
+            return self.decode(inputs.to(self.device))[1]
