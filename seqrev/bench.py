@@ -54,8 +54,17 @@ def seqrev_fit(cfg) -> tuple[float, int]:
     return timer.seconds, trainer.global_step
 
 
+def device_of(cfg) -> str:
+    """The device seqrev's Trainer trains on for this config: the plain loop must use the same one."""
+    import torch
+
+    wants_gpu = cfg.trainer.accelerator in ("auto", "gpu", "cuda")
+    return "cuda" if wants_gpu and torch.cuda.is_available() else "cpu"
+
+
 def plain_fit(cfg) -> tuple[float, int]:
-    """The floor: the same model class, batches and optimiser in a plain loop, validation each epoch."""
+    """The floor: the same model class, batches and optimiser in a plain loop, validation each epoch,
+    on the same device as seqrev's."""
     import torch
     from hydra.utils import instantiate
     from lightning.pytorch import seed_everything
@@ -67,9 +76,12 @@ def plain_fit(cfg) -> tuple[float, int]:
     seed_everything(cfg.seed, verbose=False)
     datamodule, model = instantiate(cfg.data), instantiate(cfg.model)
     datamodule.prepare()
+    device = device_of(cfg)
+    model.to(device)
     optimizer = model.configure_optimizers()
-    batches = BatchGroups(*datamodule.train, datamodule.batch_size, 1, True, datamodule.shuffle_generator)
-    val_inputs, val_targets = datamodule.val
+    train_split = tuple(t.to(device) for t in datamodule.train)
+    batches = BatchGroups(*train_split, datamodule.batch_size, 1, True, datamodule.shuffle_generator)
+    val_inputs, val_targets = (t.to(device) for t in datamodule.val)
     steps = 0
     started = time.perf_counter()
     for _ in range(cfg.trainer.max_epochs):
@@ -83,7 +95,7 @@ def plain_fit(cfg) -> tuple[float, int]:
         model.eval()
         with torch.no_grad():
             logits = model(val_inputs)
-            val_loss = model.loss(logits, val_targets).item()
+            val_loss = model.loss(logits, val_targets).item()  # .item() waits for the device, as seqrev's epoch does
             (logits.argmax(-1) == val_targets).float().mean().item()
     seconds = time.perf_counter() - started
     assert val_loss == val_loss, "validation loss is NaN"
@@ -129,11 +141,12 @@ from torch import nn
 torch.set_num_threads(1)
 from seqrev.layers import dense_layer, lstm_layer
 epochs, first_step_file = int(sys.argv[1]), sys.argv[2]
+device = "cuda" if torch.cuda.is_available() else "cpu"  # where seqrev's default trainer (accelerator auto) trains
 torch.manual_seed(0)
 gen = torch.Generator().manual_seed(0)
 def pairs(n):
     s = torch.randint(0, 10, (n, 4), generator=gen)
-    return nn.functional.one_hot(s, 10).float(), s.flip(1)
+    return nn.functional.one_hot(s, 10).float().to(device), s.flip(1).to(device)
 (x, y), (x_test, y_test) = pairs(2000), pairs(200)
 x_train, y_train, x_val, y_val = x[:1800], y[:1800], x[1800:], y[1800:]
 class BothOutputs(nn.Module):
@@ -145,13 +158,13 @@ class BothOutputs(nn.Module):
         return self.out(self.layer2(all_h, final)[0])
 from torch.utils.tensorboard import SummaryWriter  # the same work as seqrev: events, checkpoints
 writer = SummaryWriter(first_step_file + "_events")
-model = BothOutputs()
+model = BothOutputs().to(device)
 opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-3, eps=1e-7)
 loss_fn = nn.CrossEntropyLoss()
 first = True
 for epoch in range(epochs):
     model.train()
-    order = torch.randperm(1800, generator=gen)
+    order = torch.randperm(1800, generator=gen).to(device)
     for xb, yb in zip(x_train[order].split(32), y_train[order].split(32)):
         if first:
             open(first_step_file, "w").write(repr(time.time())); first = False

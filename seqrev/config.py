@@ -97,10 +97,29 @@ def validate(cfg: DictConfig, cuda_available: bool | None = None) -> None:
         raise ConfigError(f"trainer.precision={precision!r} is not allowed: choose one of {', '.join(PRECISIONS)} "
                           "(seqrev's training step does no loss scaling, which 16-bit float would need).")
     _integer(cfg, "callbacks.early_stopping.patience", 0)
-    if _get(cfg, "trainer.accelerator") in ("gpu", "cuda"):
-        if cuda_available is None:
-            import torch
-            cuda_available = torch.cuda.is_available()
-        if not cuda_available:
-            raise ConfigError("trainer.accelerator='gpu' is not allowed: this machine has no CUDA GPU; "
-                              "use trainer=default (picks the GPU when present) or trainer=cpu.")
+    accelerator = _get(cfg, "trainer.accelerator")
+    if accelerator in ("gpu", "cuda", "auto") and cuda_available is None:
+        import torch
+        cuda_available = torch.cuda.is_available()
+    if accelerator in ("gpu", "cuda") and not cuda_available:
+        raise ConfigError("trainer.accelerator='gpu' is not allowed: this machine has no CUDA GPU; "
+                          "use trainer=default (picks the GPU when present) or trainer=cpu.")
+    if str(precision) == "bf16-true" and accelerator in ("gpu", "cuda", "auto") and cuda_available:
+        _require_bfloat16_rnn_on_cuda(_get(cfg, "model.cell") or "lstm")
+
+
+def _require_bfloat16_rnn_on_cuda(cell: str) -> None:
+    """ConfigError unless this GPU's cuDNN runs a recurrent layer in bfloat16 (older cuDNN builds raise).
+
+    Asked of the library itself, with one tiny layer, rather than from a version table."""
+    import torch
+
+    from seqrev.layers import recurrent_layer
+
+    try:
+        layer = recurrent_layer(2, 2, cell=cell).to("cuda", torch.bfloat16)
+        layer(torch.zeros(1, 2, 2, device="cuda", dtype=torch.bfloat16))[0].sum().backward()
+    except RuntimeError as error:
+        raise ConfigError(
+            f"trainer.precision='bf16-true' is not allowed here: the cuDNN on this GPU cannot run a {cell} layer "
+            f"in bfloat16 ({str(error).splitlines()[0]}); use trainer.precision=bf16-mixed or 32-true.") from None

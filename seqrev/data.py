@@ -31,16 +31,19 @@ class BatchGroups:
 
     def __init__(self, inputs: torch.Tensor, targets: torch.Tensor, batch_size: int, group_size: int = 1,
                  shuffle: bool = False, generator: torch.Generator | None = None, rank: int = 0,
-                 world_size: int = 1) -> None:
+                 world_size: int = 1, equal_shards: bool = True) -> None:
         self.inputs, self.targets = inputs, targets
         self.batch_size, self.group_size = batch_size, group_size
         self.shuffle, self.generator = shuffle, generator
-        self.rank, self.world_size = rank, world_size
+        self.rank, self.world_size, self.equal_shards = rank, world_size, equal_shards
 
     def n_rows(self) -> int:
-        # With several processes every rank gets the same number of rows (a few may sit out an
+        # Training with several processes: every rank gets the same number of rows (a few may sit out an
         # epoch), so that all ranks take the same number of steps and their gradient syncs pair up.
-        return len(self.inputs) // self.world_size
+        # Evaluation (`equal_shards=False`) has no syncs per step: every row is scored exactly once.
+        if self.equal_shards:
+            return len(self.inputs) // self.world_size
+        return len(range(self.rank, len(self.inputs), self.world_size))
 
     def n_batches(self) -> int:
         return math.ceil(self.n_rows() / self.batch_size)
@@ -54,7 +57,8 @@ class BatchGroups:
             order = torch.randperm(len(inputs), generator=self.generator).to(inputs.device)
             inputs, targets = inputs[order], targets[order]
         if self.world_size > 1:
-            shard = slice(self.rank, self.n_rows() * self.world_size, self.world_size)
+            end = self.n_rows() * self.world_size if self.equal_shards else len(inputs)
+            shard = slice(self.rank, end, self.world_size)
             inputs, targets = inputs[shard], targets[shard]
         batches = list(zip(inputs.split(self.batch_size), targets.split(self.batch_size)))
         for start in range(0, len(batches), self.group_size):
@@ -126,8 +130,8 @@ class ReversedSequenceData(LightningDataModule):
 
     def _eval_batches(self, split: Batch) -> BatchGroups:
         # Evaluation has no optimiser step, so batch size only changes speed: means over tokens are exact.
-        # Scores are summed across ranks (torchmetrics), so each rank scores its own shard.
-        return BatchGroups(*split, self.eval_batch_size, group_size=1, **self._shard())
+        # Scores are summed across ranks (torchmetrics), so each rank scores its own shard of every pair.
+        return BatchGroups(*split, self.eval_batch_size, group_size=1, equal_shards=False, **self._shard())
 
     def state_dict(self) -> dict:
         return {"shuffle_generator": self.shuffle_generator.get_state()}

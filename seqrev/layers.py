@@ -20,7 +20,41 @@ Init = Literal["keras", "torch"]
 Cell = Literal["lstm", "gru", "rnn"]
 INITS = ("keras", "torch")
 CELLS = ("lstm", "gru", "rnn")
-_LAYERS = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN}
+
+
+class _Float32UnderAutocast:
+    """Recurrent layers compute in float32 even under mixed precision (`trainer.precision=bf16-mixed`).
+
+    Autocast would otherwise pick the RNN's dtype itself: on CUDA its cuDNN RNN wrapper
+    (aten/src/ATen/autocast_mode.cpp, `_cudnn_rnn`) casts to float16 whatever autocast dtype was asked
+    for, and float16 without loss scaling underflows gradients; on the CPU the oneDNN RNN runs in
+    bfloat16. The recurrence is where rounding compounds step after step, and at these sizes it is
+    cheap, so it stays in float32; the dense layers and everything else still run in bfloat16.
+    """
+
+    def forward(self, input, hx=None):
+        device = input.device.type
+        if not torch.is_autocast_enabled(device):
+            return super().forward(input, hx)
+        if hx is not None:
+            hx = tuple(h.float() for h in hx) if isinstance(hx, tuple) else hx.float()
+        with torch.autocast(device, enabled=False):
+            return super().forward(input.float(), hx)
+
+
+class LSTM(_Float32UnderAutocast, nn.LSTM):
+    pass
+
+
+class GRU(_Float32UnderAutocast, nn.GRU):
+    pass
+
+
+class RNN(_Float32UnderAutocast, nn.RNN):
+    pass
+
+
+_LAYERS = {"lstm": LSTM, "gru": GRU, "rnn": RNN}
 
 
 def recurrent_layer(input_size: int, units: int, init: Init = "keras", cell: Cell = "lstm") -> nn.RNNBase:

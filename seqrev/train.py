@@ -61,7 +61,22 @@ def build(cfg: DictConfig):
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values()]
     loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values()]
     trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    set_determinism(bool(cfg.trainer.get("deterministic")))
     return datamodule, model, trainer
+
+
+def set_determinism(deterministic: bool) -> None:
+    """The flags `deterministic` leaves to seqrev (the Trainer has already chosen deterministic kernels).
+
+    Always set both ways, so a previous job in the same process cannot leak its setting. TF32 in
+    cuDNN (on by default for RNNs) is off under `deterministic`, so GPU runs repeat exactly; and
+    filling fresh memory with NaN (PyTorch's default under deterministic algorithms, a kernel launch
+    per allocation) is off, because seqrev never reads memory it has not written.
+    """
+    import torch
+
+    torch.backends.cudnn.allow_tf32 = not deterministic
+    torch.utils.deterministic.fill_uninitialized_memory = not deterministic
 
 
 def train(cfg: DictConfig) -> dict[str, Any]:

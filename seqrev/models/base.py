@@ -24,6 +24,16 @@ OptimizerFactory = Callable[..., torch.optim.Optimizer]
 Batch = tuple[torch.Tensor, torch.Tensor]
 
 
+def optimizer_step_progress(trainer):
+    """Lightning's count of optimiser steps under manual optimisation, which `global_step` reads.
+
+    seqrev steps the optimiser itself (see `Seq2SeqModel.training_step`), so it advances this counter
+    by hand. It is a private attribute of Lightning's fit loop: `pyproject.toml` bounds Lightning to
+    the versions tested, and tests/test_train.py checks `global_step`, so a move fails loudly.
+    """
+    return trainer.fit_loop.epoch_loop.manual_optimization.optim_step_progress
+
+
 def keras_adam(params: Iterable[nn.Parameter]) -> torch.optim.Optimizer:
     """Keras' Adam defaults: lr 1e-3 and epsilon 1e-7 (PyTorch's is 1e-8)."""
     return torch.optim.Adam(params, lr=1e-3, eps=1e-7)
@@ -83,25 +93,39 @@ class Seq2SeqModel(LightningModule):
 
     def training_step(self, batches: list[Batch], batch_idx: int) -> None:
         # The per-batch loop is the hot path, and at these model sizes Lightning's per-batch wrappers
-        # (manual_backward, LightningOptimizer.step) cost 10-20% of a step. So each batch is a plain
-        # backward and optimiser step (fp32 and bf16 need no loss scaling; seqrev.config refuses
+        # (LightningOptimizer.step and its closure) cost 10-20% of a step. So each batch is a backward
+        # and a plain optimiser step (fp32 and bf16 need no loss scaling; seqrev.config refuses
         # precisions that do), counted in Lightning's own step tracker so that global_step, max_steps
         # and logging stay right. Scores are folded in once per group, not per batch.
         optimizer = self.optimizers().optimizer
-        step_progress = self.trainer.fit_loop.epoch_loop.manual_optimization.optim_step_progress
+        backward = self._backward_function()
+        step_progress = optimizer_step_progress(self.trainer)
+        autocast = torch.is_autocast_enabled(self.device.type)
         correct, scored, loss_sum = [], [], 0.0
         for inputs, targets in batches:
             logits = self.training_forward(inputs, targets)
             scored.append(self.scored(targets))
             loss = self.loss(logits, targets, scored[-1])
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            backward(loss)
             step_progress.increment_ready()
             optimizer.step()
             step_progress.increment_completed()
+            if autocast:  # autocast keeps low-precision copies of the weights until its context ends, which
+                torch.clear_autocast_cache()  # is this whole call: drop them, the weights just changed
             correct.append(logits.detach().argmax(-1) == targets)
             loss_sum = loss_sum + loss.detach() * len(targets)
         self.train_scores.update(torch.cat(correct), loss_sum, None if self.pad is None else torch.cat(scored))
+
+    def _backward_function(self) -> Callable[[torch.Tensor], None]:
+        """A plain `loss.backward` on one device; otherwise the strategy's own backward (`manual_backward`),
+        which is where a multi-process strategy averages gradients (DDP arms its all-reduce there).
+        Called once per group of batches, so every optimiser step of the group is synchronised."""
+        from lightning.pytorch.strategies import SingleDeviceStrategy
+
+        if type(self.trainer.strategy) is SingleDeviceStrategy:
+            return torch.Tensor.backward
+        return self.manual_backward
 
     def validation_step(self, batches: list[Batch], batch_idx: int) -> None:
         self._score(batches, self.val_scores)
@@ -132,8 +156,8 @@ class Seq2SeqModel(LightningModule):
         self._log_scores("test", self.test_scores, per_position=True)
 
     def _log_scores(self, split: str, scores: SequenceScores, per_position: bool = False) -> None:
-        if not scores.update_called:
-            return
+        if not scores.update_called and self.trainer.world_size == 1:
+            return  # nothing scored; with several processes every rank joins the sync even with no rows
         values = scores.compute()
         scores.reset()
         if split == "train" and not torch.isfinite(values["loss"]):
