@@ -22,17 +22,17 @@ class SaveWeightsPerRank(Callback):
 
 
 class PauseAtEpoch(Callback):
-    """After epoch `epoch` (1-based) has ended and its checkpoint is written, touch `marker` and wait.
+    """Once `epochs` epochs have ended (and their checkpoints are written), touch `marker` and wait.
 
-    A test that waits for the marker knows exactly which epoch the run is in when it sends a signal.
-    Runs after ModelCheckpoint because callbacks are called in the order they are given and this one
-    is added last (`+callbacks.zz_pause...`, Hydra keeps the config's order: new keys come last).
+    A test that waits for the marker knows exactly where the run is when it sends a signal: at the
+    start of epoch `epochs + 1`, with `last.ckpt` holding epoch `epochs`. It pauses once: a resumed
+    run that finds the marker goes straight on.
     """
 
-    def __init__(self, epoch: int, marker: str, seconds: float = 60.0) -> None:
-        self.epoch, self.marker, self.seconds = epoch, Path(marker), seconds
+    def __init__(self, epochs: int, marker: str, seconds: float = 120.0) -> None:
+        self.epochs, self.marker, self.seconds = epochs, Path(marker), seconds
 
-    def on_train_epoch_end(self, trainer, pl_module) -> None:
-        if trainer.current_epoch + 1 == self.epoch:
-            self.marker.write_text(str(self.epoch))
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        if trainer.current_epoch == self.epochs and not self.marker.exists():
+            self.marker.write_text(str(self.epochs))
             time.sleep(self.seconds)  # the signal lands here

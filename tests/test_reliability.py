@@ -1,4 +1,5 @@
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -6,6 +7,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 
 from conftest import ROOT, compose_config, run_cli
 from seqrev.train import train
@@ -100,42 +102,41 @@ def test_non_finite_loss_fails_the_run_with_a_clear_message(tmp_path):
     assert results["status"] == "failed" and "diverged" in results["error"]
 
 
-def start_run(run_dir: Path, *args: str) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "seqrev.train", *TINY, *args, f"hydra.run.dir={run_dir}"],
-                            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+PROBES = {"PYTHONPATH": str(ROOT / "tests")}
 
 
-def wait_for_epochs(run_dir: Path, process: subprocess.Popen, epochs: int, timeout: float = 120) -> None:
-    """Wait until the run's last checkpoint has `epochs` finished epochs in it."""
-    import torch
-    deadline = time.time() + timeout
-    checkpoint = run_dir / "checkpoints" / "last.ckpt"
-    while time.time() < deadline and process.poll() is None:
-        if checkpoint.exists():
-            try:
-                if torch.load(checkpoint, map_location="cpu", weights_only=False)["epoch"] + 1 >= epochs:
-                    return
-            except Exception:  # noqa: BLE001 - caught mid-write; look again
-                pass
+def start_paused_run(run_dir: Path, pause_after: int, *args: str) -> tuple[subprocess.Popen, Path]:
+    """A run that stops and waits once `pause_after` epochs are done; returns it and its marker file."""
+    marker = run_dir.parent / f"{run_dir.name}.paused"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "seqrev.train", *TINY, *args, f"hydra.run.dir={run_dir}",
+         "+callbacks.pause._target_=probes.PauseAtEpoch", f"+callbacks.pause.epochs={pause_after}",
+         f"+callbacks.pause.marker={marker}"],
+        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env={**os.environ, **PROBES})
+    deadline = time.time() + 300
+    while not marker.exists():
+        assert process.poll() is None, f"the run ended before it paused: {process.stderr.read()[-2000:]}"
+        assert time.time() < deadline, "the run did not pause within 5 minutes"
         time.sleep(0.05)
-    raise AssertionError(f"run did not reach {epochs} epochs: {process.poll()}")
+    return process, marker
 
 
 @pytest.mark.slow
 def test_sigkill_then_resume_equals_an_uninterrupted_run(tmp_path):
-    epochs = ("trainer.max_epochs=12", "callbacks.early_stopping.patience=100")
+    epochs = ("trainer.max_epochs=8", "callbacks.early_stopping.patience=100")
     whole = run_cli(*TINY, *epochs, f"hydra.run.dir={tmp_path / 'whole'}")
     assert whole.returncode == 0, whole.stderr[-2000:]
 
     run_dir = tmp_path / "killed"
-    process = start_run(run_dir, *epochs)
-    wait_for_epochs(run_dir, process, 3)
-    process.send_signal(signal.SIGKILL)
+    process, _ = start_paused_run(run_dir, 3, *epochs)
+    process.send_signal(signal.SIGKILL)  # after exactly 3 epochs
     process.wait()
     assert not (run_dir / "results.json").exists()
+    assert torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)["epoch"] == 2
 
-    resumed = run_cli(f"resume={run_dir}")
+    resumed = run_cli(f"resume={run_dir}", env=PROBES)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert "resuming from" in resumed.stdout
     expected = json.loads((tmp_path / "whole" / "results.json").read_text())
     got = json.loads((run_dir / "results.json").read_text())
     assert got["resumed"] is True and got["status"] == "ok"
@@ -144,17 +145,22 @@ def test_sigkill_then_resume_equals_an_uninterrupted_run(tmp_path):
 
 
 @pytest.mark.slow
-def test_sigint_stops_gracefully_with_a_checkpoint(tmp_path):
+def test_sigint_stops_gracefully_with_a_checkpoint_and_resumes_exactly(tmp_path):
+    epochs = ("trainer.max_epochs=4", "callbacks.early_stopping.patience=100")
+    whole = run_cli(*TINY, *epochs, f"hydra.run.dir={tmp_path / 'whole'}")
+    assert whole.returncode == 0, whole.stderr[-2000:]
+
     run_dir = tmp_path / "run"
-    process = start_run(run_dir, "trainer.max_epochs=100")
-    wait_for_epochs(run_dir, process, 2)
-    process.send_signal(signal.SIGINT)
-    _, stderr = process.communicate(timeout=60)
+    process, _ = start_paused_run(run_dir, 2, "trainer.max_epochs=100", "callbacks.early_stopping.patience=100")
+    process.send_signal(signal.SIGINT)  # after exactly 2 epochs
+    _, stderr = process.communicate(timeout=120)
     assert process.returncode != 0
     results = json.loads((run_dir / "results.json").read_text())
-    assert results["status"] == "interrupted" and results["epochs_run"] >= 2
-    assert (run_dir / "checkpoints" / "last.ckpt").is_file()
+    assert results["status"] == "interrupted" and results["epochs_run"] == 2
+    assert torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)["epoch"] == 1
     assert "Traceback" not in stderr
-    resumed = run_cli(f"resume={run_dir}", "trainer.max_epochs=4")
+    resumed = run_cli(f"resume={run_dir}", "trainer.max_epochs=4", env=PROBES)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
-    assert json.loads((run_dir / "results.json").read_text())["epochs_run"] == 4
+    got = json.loads((run_dir / "results.json").read_text())
+    expected = json.loads((tmp_path / "whole" / "results.json").read_text())
+    assert got["resumed"] is True and metrics_of(got) == metrics_of(expected)
