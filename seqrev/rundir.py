@@ -83,24 +83,6 @@ def refuse_existing_results(argv: list[str]) -> None:
                                   f"another directory, delete it yourself, or continue it with resume={run_dir}.")
 
 
-def check_group_choices(argv: list[str], config_dir: Path) -> None:
-    """`group=option` for one of seqrev's config groups must name an option that exists.
-
-    Hydra would say so too, but over several lines with its search path; this is one sentence.
-    """
-    import re
-
-    for arg in argv[1:]:
-        match = re.fullmatch(r"[+~]?([a-z_]+)=([\w,.-]+)", arg)
-        if not match or not (config_dir / match.group(1)).is_dir():
-            continue
-        group, values = match.groups()
-        options = sorted(p.stem for p in (config_dir / group).glob("*.yaml"))
-        for value in values.split(","):
-            if value not in options and value != "null":
-                raise RunDirError(f"{group}={value!r} is not allowed: choose one of {', '.join(options)}.")
-
-
 def fail(message: str, status: int = 2) -> None:
     print(f"seqrev: {message}", file=sys.stderr)
     raise SystemExit(status)

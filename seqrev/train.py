@@ -22,8 +22,8 @@ from omegaconf import DictConfig, OmegaConf
 from seqrev.config import validate
 from seqrev.errors import EXPECTED_ERRORS, ConfigError
 from seqrev.results import write_results
-from seqrev.rundir import (check_group_choices, fail, last_checkpoint, refuse_existing_results,
-                           rewrite_argv_for_resume)
+from seqrev.preflight import check_command_line
+from seqrev.rundir import fail, last_checkpoint, refuse_existing_results, rewrite_argv_for_resume
 
 log = logging.getLogger("seqrev")
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "conf"
@@ -219,11 +219,7 @@ def main(cfg: DictConfig) -> float:
 
 def cli() -> None:
     try:
-        check_group_choices(sys.argv, CONFIG_DIR)
-        if "trainer=ddp" in sys.argv and {"-m", "--multirun"} & set(sys.argv):
-            raise ConfigError("trainer=ddp is for a single run and cannot be combined with -m (Lightning's DDP "
-                              "re-launches the whole sweep in every process); run the sweep with "
-                              "hydra/launcher=joblib, or several single trainer=ddp runs.")
+        check_command_line(sys.argv, CONFIG_DIR)
         sys.argv = rewrite_argv_for_resume(sys.argv)
         refuse_existing_results(sys.argv)
     except EXPECTED_ERRORS as error:

@@ -16,38 +16,69 @@ METRICS = ("train_acc", "val_acc", "val_loss", "test_acc", "test_seq_acc", "test
            "epochs_run", "stopped_early")
 TINY = ("data.n_train=300", "data.n_test=100")
 
-BAD_INPUTS = [
+BAD_VALUES = [  # checked in-process on the composed config: milliseconds each
     (["data.timesteps=0"], "data.timesteps=0 is not allowed"),
     (["data.timesteps=abc"], "data.timesteps='abc' is not allowed"),
+    (["data.min_timesteps=9"], "data.min_timesteps=9 is not allowed: it must be a whole number of at least 1 and at most 4"),
+    (["data.min_timesteps=0"], "data.min_timesteps=0 is not allowed"),
+    (["data.task=shuffle"], "data.task='shuffle' is not allowed: choose one of reverse, copy"),
     (["data.n_features=1"], "data.n_features=1 is not allowed"),
     (["data.n_train=1"], "data.n_train=1 is not allowed"),
     (["data.n_test=0"], "data.n_test=0 is not allowed"),
     (["data.val_fraction=1.5"], "data.val_fraction=1.5 is not allowed"),
     (["data.val_fraction=0.0001"], "leave at least one validation pair"),
     (["data.batch_size=0"], "data.batch_size=0 is not allowed"),
+    (["data.steps_per_call=0"], "data.steps_per_call=0 is not allowed"),
+    (["threads=0"], "threads=0 is not allowed"),
     (["model.units=-3"], "model.units=-3 is not allowed"),
     (["model.init=xavier"], "choose one of keras, torch"),
     (["model.cell=transformer"], "model.cell='transformer' is not allowed: choose one of lstm, gru, rnn"),
+    (["model=attention", "model.attention=dot"], "model.attention='dot' is not allowed: choose one of multiplicative"),
     (["model.optimizer.lr=-0.1"], "model.optimizer.lr=-0.1 is not allowed"),
     (["trainer.max_epochs=0"], "trainer.max_epochs=0 is not allowed"),
+    (["trainer.precision=16-mixed"], "trainer.precision='16-mixed' is not allowed"),
     (["callbacks.early_stopping.patience=-1"], "callbacks.early_stopping.patience=-1 is not allowed"),
     (["seed=-1"], "seed=-1 is not allowed"),
     (["trainer=gpu"], "this machine has no CUDA GPU"),
+]
+
+
+@pytest.mark.parametrize("args,sentence", BAD_VALUES, ids=[" ".join(a) for a, _ in BAD_VALUES])
+def test_a_bad_value_is_one_sentence(tmp_path, args, sentence):
+    from seqrev.config import validate
+    from seqrev.errors import ConfigError
+    with pytest.raises(ConfigError) as refused:
+        validate(compose_config(*args, output_dir=tmp_path), cuda_available=False)  # as on a machine without CUDA
+    assert sentence in str(refused.value)
+    assert "\n" not in str(refused.value) and str(refused.value).endswith((".", "?"))
+
+
+BAD_LINES = [  # through the command line as a user types it: exit status 2, one line on stderr
+    (["data.timesteps=0"], "data.timesteps=0 is not allowed"),
     (["model=nope"], "model='nope' is not allowed: choose one of attention, both_outputs"),
     (["trainer=tpu"], "trainer='tpu' is not allowed: choose one of cpu, ddp, default, gpu"),
-    (["data.timestep=4"], "Key 'timestep' is not in struct"),
+    (["data.timestep=4"], "`data.timestep` is not a setting of data=reversed; did you mean `data.timesteps`"),
+    (["model.unit=32"], "`model.unit` is not a setting of model=both_outputs; did you mean `model.units`"),
+    (["callbacks.x._target_=a.B"], "write `+callbacks.x._target_=...` for a new key"),
     (["resume=/no/such/run"], "there is no such directory"),
 ]
 
 
-@pytest.mark.parametrize("args,sentence", BAD_INPUTS, ids=[" ".join(a) for a, _ in BAD_INPUTS])
-def test_bad_input_ends_in_one_clear_sentence(tmp_path, args, sentence):
+@pytest.mark.parametrize("args,sentence", BAD_LINES, ids=[" ".join(a) for a, _ in BAD_LINES])
+def test_bad_input_on_the_command_line_ends_in_one_sentence_and_exit_status_2(tmp_path, args, sentence):
     run_dir = tmp_path / "run"
     done = run_cli(*args, f"hydra.run.dir={run_dir}")
-    assert done.returncode != 0
-    assert sentence in done.stderr, done.stderr[-2000:]
-    assert "Traceback" not in done.stderr + done.stdout
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert done.stderr.count("\n") == 1 and done.stderr.startswith("seqrev: "), done.stderr[-2000:]
+    assert sentence in done.stderr
     assert not run_dir.exists()  # no half-made run directory left behind
+
+
+def test_a_typo_in_a_sweep_is_refused_before_any_job_runs(tmp_path):
+    sweep = tmp_path / "sweep"
+    done = run_cli("-m", "model=return_state,both_outputs", "model.unitz=8", f"hydra.sweep.dir={sweep}")
+    assert done.returncode == 2 and "`model.unitz` is not a setting" in done.stderr
+    assert not sweep.exists()
 
 
 def test_a_folder_that_is_not_a_run_and_a_corrupt_checkpoint_are_refused(tmp_path):
@@ -58,14 +89,13 @@ def test_a_folder_that_is_not_a_run_and_a_corrupt_checkpoint_are_refused(tmp_pat
 
     run_dir = tmp_path / "run"
     assert run_cli(*TINY, "trainer.max_epochs=1", f"hydra.run.dir={run_dir}").returncode == 0
-    results_before = (run_dir / "results.json").read_text()
     (run_dir / "results.json").unlink()  # pretend the run died, then break its checkpoint
     (run_dir / "checkpoints" / "last.ckpt").write_bytes(b"not a checkpoint")
     done = run_cli(f"resume={run_dir}")
     assert done.returncode == 2 and "is not a readable checkpoint" in done.stderr, done.stderr[-2000:]
     assert "Traceback" not in done.stderr
     assert (run_dir / "checkpoints" / "last.ckpt").read_bytes() == b"not a checkpoint"  # nothing touched
-    assert results_before
+    assert not (run_dir / "results.json").exists()  # the refusal wrote nothing either
 
 
 def test_a_finished_run_is_never_overwritten(tmp_path):

@@ -1,0 +1,133 @@
+"""Checks of a command line before Hydra runs it: each bad word ends in one sentence (`ConfigError`).
+
+Hydra would refuse the same lines, but over several lines with its search path and exit status 1,
+and only after it has made a run folder. Values are checked later, on the composed config
+(`seqrev.config.validate`); here only what Hydra itself would stumble on: unknown group options,
+unknown keys, and combinations seqrev cannot run.
+"""
+
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+from seqrev.errors import ConfigError
+
+SWEEP_FLAGS = {"-m", "--multirun"}
+
+
+def check_command_line(argv: list[str], config_dir: Path) -> None:
+    """ConfigError for the first thing on `argv` (a `python -m seqrev.train` line) Hydra would refuse."""
+    args = [a for a in argv[1:] if not a.startswith("-")]
+    check_group_choices(args, config_dir)
+    if "trainer=ddp" in args and SWEEP_FLAGS & set(argv):
+        raise ConfigError("trainer=ddp is for a single run and cannot be combined with -m (Lightning's DDP "
+                          "re-launches the whole sweep in every process); run the sweep with "
+                          "hydra/launcher=joblib, or several single trainer=ddp runs.")
+    check_keys(args, config_dir)
+
+
+def check_group_choices(args: list[str], config_dir: Path) -> None:
+    """`group=option` for one of seqrev's config groups must name an option that exists."""
+    import re
+
+    for arg in args:
+        match = re.fullmatch(r"[+~]?([a-z_]+)=([\w,.-]+)", arg)
+        if not match or not (config_dir / match.group(1)).is_dir():
+            continue
+        group, values = match.groups()
+        options = sorted(p.stem for p in (config_dir / group).glob("*.yaml"))
+        for value in values.split(","):
+            if value not in options and value != "null":
+                raise ConfigError(f"{group}={value!r} is not allowed: choose one of {', '.join(options)}.")
+
+
+def _one_job(args: list[str]) -> list[str] | None:
+    """The overrides of a sweep's first job (a plain line as it is), without Hydra's own keys; None when
+    the line is beyond this simple reading (Hydra then judges it itself)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    try:
+        overrides = OverridesParser.create().parse_overrides(args)
+    except Exception:  # noqa: BLE001 - a syntax error: Hydra's own message is the best one
+        return None
+    job = []
+    for override in overrides:
+        if override.is_hydra_override():
+            continue
+        if override.is_sweep_override():
+            try:
+                first = next(iter(override.sweep_string_iterator()))
+            except Exception:  # noqa: BLE001 - glob() and friends need the option list: skip the check
+                return None
+            job.append(f"{override.get_key_element()}={first}")
+        else:
+            job.append(override.input_line)
+    return job
+
+
+def _compose(config_dir: Path, overrides: list[str], with_choices: bool = False) -> DictConfig:
+    from hydra import compose, initialize_config_dir
+
+    import seqrev.config  # noqa: F401 - registers the resolver the configs use
+
+    with initialize_config_dir(config_dir=str(config_dir), version_base="1.3"):
+        return compose(config_name="train", overrides=overrides, return_hydra_config=with_choices)
+
+
+def check_keys(args: list[str], config_dir: Path) -> None:
+    """Every `key=value` must name a setting that exists; a new key needs `+`. Composes the config of
+    the line (of a sweep's first job) once, which takes a fraction of a second."""
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    job = _one_job(args)
+    if not job:
+        return
+    try:
+        _compose(config_dir, job)
+        return
+    except (HydraException, OmegaConfBaseException) as error:
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    groups = [o for o in job if "." not in o.split("=", 1)[0]]  # group choices shape which keys exist
+    try:
+        base = _compose(config_dir, groups, with_choices=True)
+    except (HydraException, OmegaConfBaseException):
+        raise ConfigError(first_line) from None
+    choices = dict(base.hydra.runtime.choices)
+    with open_dict(base):
+        del base["hydra"]
+    for override in job:
+        key = override.split("=", 1)[0]
+        if key[:1] in "+~" or "." not in key:
+            continue
+        if OmegaConf.select(base, key, default=_ABSENT) is _ABSENT:
+            raise ConfigError(unknown_key_sentence(base, key, choices.get(key.split(".")[0])))
+    raise ConfigError(first_line)
+
+
+_ABSENT = object()
+
+
+def unknown_key_sentence(cfg: DictConfig, key: str, group_choice: str | None = None) -> str:
+    """'`model.unit` is not a setting; did you mean `model.units`?' (or: a new key needs `+`)."""
+    group = key.split(".")[0]
+    where = f" of {group}={group_choice}" if group_choice else ""
+    close = difflib.get_close_matches(key, _all_keys(cfg), n=2, cutoff=0.8)
+    new_key = f"`+{key}=...` for a new key"
+    if close:
+        return f"`{key}` is not a setting{where}; did you mean {' or '.join(f'`{k}`' for k in close)} (or {new_key})?"
+    return f"`{key}` is not a setting{where}; check the spelling, or write {new_key}."
+
+
+def _all_keys(cfg: DictConfig, prefix: str = "") -> list[str]:
+    keys = []
+    for name in cfg.keys():
+        full = f"{prefix}{name}"
+        keys.append(full)
+        child = cfg._get_node(name)
+        if isinstance(child, DictConfig) and not child._is_missing() and not child._is_none():
+            keys.extend(_all_keys(child, full + "."))
+    return keys
