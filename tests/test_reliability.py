@@ -142,7 +142,10 @@ def start_paused_run(run_dir: Path, pause_after: int, *args: str) -> tuple[subpr
         [sys.executable, "-m", "seqrev.train", *TINY, *args, f"hydra.run.dir={run_dir}",
          "+callbacks.pause._target_=probes.PauseAtEpoch", f"+callbacks.pause.epochs={pause_after}",
          f"+callbacks.pause.marker={marker}"],
-        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env={**os.environ, **PROBES})
+        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env={**os.environ, **PROBES},
+        # a shell starts background jobs with SIGINT ignored, and children inherit that: undo it, so
+        # Ctrl-C reaches the run however the test suite itself was started
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.time() + 300
     while not marker.exists():
         assert process.poll() is None, f"the run ended before it paused: {process.stderr.read()[-2000:]}"
