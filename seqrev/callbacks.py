@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from pathlib import Path
-
-import logging
 
 from lightning.pytorch import Callback
 

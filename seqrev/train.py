@@ -21,8 +21,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from seqrev.config import validate
 from seqrev.errors import EXPECTED_ERRORS, ConfigError
-from seqrev.results import write_results
 from seqrev.preflight import check_command_line
+from seqrev.results import write_results
 from seqrev.rundir import fail, last_checkpoint, refuse_existing_results, rewrite_argv_for_resume
 
 log = logging.getLogger("seqrev")

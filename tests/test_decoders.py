@@ -1,9 +1,10 @@
 import pytest
 import torch
 
-from conftest import compose_config
 from seqrev.models import WIRINGS
 from seqrev.train import build, train
+
+from conftest import compose_config
 
 DECODERS = ["encoder_decoder", "attention"]
 

@@ -4,8 +4,9 @@ import pytest
 import torch
 from hydra.utils import instantiate
 
-from conftest import compose_config
 from seqrev.train import train
+
+from conftest import compose_config
 
 SMALL = ("data.n_train=400", "data.n_test=100")
 SCORES = ("train_acc", "val_acc", "val_loss", "test_acc", "test_seq_acc", "test_loss", "test_acc_per_position",
@@ -30,7 +31,8 @@ def test_data_seed_fixes_the_data_alone_and_seed_the_model(tmp_path):
         torch.manual_seed(cfg.seed)  # as seed_everything does before the model is built
         return data, instantiate(cfg.model)
 
-    (data_a, model_a), (data_b, model_b) = data_and_model("seed=1", "data.seed=7"), data_and_model("seed=2", "data.seed=7")
+    data_a, model_a = data_and_model("seed=1", "data.seed=7")
+    data_b, model_b = data_and_model("seed=2", "data.seed=7")
     assert all(torch.equal(a, b) for a, b in zip(data_a.train_full + data_a.test, data_b.train_full + data_b.test))
     assert not torch.equal(model_a.layer1.weight_ih_l0, model_b.layer1.weight_ih_l0)
     data_c, _ = data_and_model("seed=2")  # without data.seed the data follows seed
@@ -56,7 +58,8 @@ def test_early_stopping_fires_and_the_test_uses_the_final_weights(tmp_path):
     # last.ckpt holds the final epoch (what a resume continues from), best.ckpt an earlier one
     assert torch.load(checkpoints / "last.ckpt", weights_only=True)["epoch"] == results["epochs_run"] - 1
     assert torch.load(checkpoints / "best.ckpt", weights_only=True)["epoch"] < results["epochs_run"] - 1
-    final, best = scores_of_checkpoint(cfg, checkpoints / "last.ckpt"), scores_of_checkpoint(cfg, checkpoints / "best.ckpt")
+    final = scores_of_checkpoint(cfg, checkpoints / "last.ckpt")
+    best = scores_of_checkpoint(cfg, checkpoints / "best.ckpt")
     assert results["test_acc"] == pytest.approx(final["acc"], abs=1e-6)
     assert results["test_loss"] == pytest.approx(final["loss"], abs=1e-6)
     assert best["loss"] != final["loss"]  # so the test above tells final from best weights

@@ -3,11 +3,12 @@
 import pytest
 import torch
 
-from conftest import compose_config
 from seqrev.config import validate
 from seqrev.errors import ConfigError
 from seqrev.models import WIRINGS
 from seqrev.train import set_determinism, train
+
+from conftest import compose_config
 
 
 @pytest.mark.parametrize("trainer", ["default", "cpu", "gpu", "ddp"])

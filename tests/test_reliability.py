@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import ROOT, compose_config, run_cli
 from seqrev.train import train
+
+from conftest import ROOT, compose_config, run_cli
 
 METRICS = ("train_acc", "val_acc", "val_loss", "test_acc", "test_seq_acc", "test_loss", "test_acc_per_position",
            "epochs_run", "stopped_early")
@@ -19,7 +20,8 @@ TINY = ("data.n_train=300", "data.n_test=100")
 BAD_VALUES = [  # checked in-process on the composed config: milliseconds each
     (["data.timesteps=0"], "data.timesteps=0 is not allowed"),
     (["data.timesteps=abc"], "data.timesteps='abc' is not allowed"),
-    (["data.min_timesteps=9"], "data.min_timesteps=9 is not allowed: it must be a whole number of at least 1 and at most 4"),
+    (["data.min_timesteps=9"], "data.min_timesteps=9 is not allowed: it must be a whole number of at least 1 and at "
+                               "most 4"),
     (["data.min_timesteps=0"], "data.min_timesteps=0 is not allowed"),
     (["data.task=shuffle"], "data.task='shuffle' is not allowed: choose one of reverse, copy"),
     (["data.n_features=1"], "data.n_features=1 is not allowed"),

@@ -7,8 +7,9 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 
-from conftest import CONF, ROOT, compose_config, run_cli
 from seqrev.train import train
+
+from conftest import CONF, ROOT, compose_config, run_cli
 
 
 @pytest.mark.slow
@@ -24,9 +25,9 @@ def test_a_two_job_sweep_through_submitit_local(tmp_path):
 
 def test_slurm_launcher_has_seqrev_defaults_and_takes_overrides():
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        cfg = compose(config_name="train", overrides=["hydra/launcher=slurm", "hydra.launcher.partition=gpu",
-                                                      "hydra.launcher.gpus_per_node=1", "hydra.launcher.timeout_min=30"],
-                      return_hydra_config=True)
+        overrides = ["hydra/launcher=slurm", "hydra.launcher.partition=gpu", "hydra.launcher.gpus_per_node=1",
+                     "hydra.launcher.timeout_min=30"]
+        cfg = compose(config_name="train", overrides=overrides, return_hydra_config=True)
     launcher = cfg.hydra.launcher
     assert launcher._target_.endswith("SlurmLauncher")
     assert (launcher.partition, launcher.gpus_per_node, launcher.timeout_min) == ("gpu", 1, 30)

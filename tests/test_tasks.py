@@ -5,10 +5,11 @@ import sys
 import pytest
 import torch
 
-from conftest import compose_config
 from seqrev.metrics import SequenceScores
 from seqrev.tasks import TASKS, make_pairs, scored_positions, targets_for
 from seqrev.train import train
+
+from conftest import compose_config
 
 PAD = 10
 

@@ -5,10 +5,11 @@ import pytest
 from hydra.utils import instantiate
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from conftest import compose_config, run_cli
 from seqrev.data import ReversedSequenceData
 from seqrev.models import WIRINGS, Seq2SeqModel
 from seqrev.train import train
+
+from conftest import compose_config, run_cli
 
 RESULT_FIELDS = {"model", "timesteps", "n_features", "units", "seed", "trainable_params", "epochs_run",
                  "stopped_early", "train_acc", "val_acc", "test_acc", "test_seq_acc", "test_acc_per_position",
