@@ -20,14 +20,14 @@ import tempfile
 import time
 from pathlib import Path
 
-WIRINGS = ["single_default", "stacked_default", "return_sequences", "return_state", "both_outputs"]
+from seqrev.catalog import TUTORIAL_WIRINGS, wiring_names
 
 
 def compose(*overrides: str):
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
 
-    from seqrev.train import CONFIG_DIR
+    from seqrev.catalog import CONFIG_DIR
 
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
         return hydra_compose(config_name="train", overrides=list(overrides))
@@ -87,7 +87,7 @@ def plain_fit(cfg) -> tuple[float, int]:
     for _ in range(cfg.trainer.max_epochs):
         model.train()
         for [(inputs, targets)] in batches:
-            loss = model.loss(model(inputs), targets)
+            loss = model.loss(model.training_forward(inputs, targets), targets)  # teacher forcing for decoders
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -222,7 +222,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m seqrev.bench", description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="a few steps of everything (for CI)")
     parser.add_argument("--json", type=Path, help="also write the numbers to this file")
-    parser.add_argument("--wirings", nargs="+", default=WIRINGS, choices=WIRINGS)
+    parser.add_argument("--wirings", nargs="+", default=list(TUTORIAL_WIRINGS), choices=wiring_names(),
+                        help="default: the tutorial's five")
     parser.add_argument("--timesteps", nargs="+", type=int, default=[4, 16])
     parser.add_argument("--epochs", type=int, default=5, help="epochs per measured fit (per-step part)")
     parser.add_argument("--repeats", type=int, default=3, help="interleaved repeats (median reported)")

@@ -16,10 +16,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from seqrev.catalog import ordered
 from seqrev.results import FILENAME, read_results
-
-WIRING_ORDER = ["single_default", "stacked_default", "return_sequences", "return_state", "both_outputs",
-                "encoder_decoder", "attention"]
 
 
 def tutorial_figures() -> dict[str, Any]:
@@ -41,7 +39,7 @@ def gather(directories: list[Path]) -> tuple[list[dict], list[str]]:
 
 
 def _ordered(names: set[str]) -> list[str]:
-    return [n for n in WIRING_ORDER if n in names] + sorted(names - set(WIRING_ORDER))
+    return ordered(names)
 
 
 def summarise(values: list[float], percent: bool = True, digits: int = 2) -> str:

@@ -1,4 +1,8 @@
-"""results.json: what one run measured. Plain JSON, written atomically; no torch needed to read it."""
+"""results.json: what one run measured. Plain JSON, written atomically; no torch needed to read it.
+
+`RunResults` is the one definition of its fields: training fills it, TensorBoard's HPARAMS tab,
+the report and the tests read it.
+"""
 
 from __future__ import annotations
 
@@ -6,12 +10,58 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, TypedDict, get_type_hints
 
 FILENAME = "results.json"
 
 
-def write_results(run_dir: str | Path, results: dict[str, Any]) -> Path:
+class RunIdentity(TypedDict):
+    """What a run is: readable even from a config that failed validation (values may then be None)."""
+
+    model: str | None
+    task: str | None
+    cell: str | None
+    timesteps: int | None
+    min_timesteps: int | None
+    n_features: int | None
+    units: int | None
+    seed: int | None
+
+
+class RunScores(TypedDict):
+    """What a finished run (status ok) measured; accuracies are fractions in [0, 1]."""
+
+    trainable_params: int
+    epochs_run: int
+    stopped_early: bool
+    train_acc: float
+    train_seq_acc: float
+    val_acc: float
+    val_loss: float
+    test_acc: float
+    test_seq_acc: float
+    test_loss: float
+    test_acc_per_position: list[float]
+    fit_seconds: float
+    resumed: bool
+
+
+class RunResults(RunIdentity, RunScores, total=False):
+    """results.json. `status` and `run_dir` always; the scores when status is ok; `error` (with
+    `error_type`, and `traceback` for an unexpected error) when it is failed or interrupted."""
+
+    status: Literal["ok", "failed", "interrupted"]
+    run_dir: str
+    error: str
+    error_type: str
+    traceback: str
+
+
+IDENTITY_FIELDS: tuple[str, ...] = tuple(get_type_hints(RunIdentity))
+SCORE_FIELDS: tuple[str, ...] = tuple(get_type_hints(RunScores))
+
+
+def write_results(run_dir: str | Path, results: RunResults | dict[str, Any]) -> Path:
     """Write through a temporary file and a rename, so a reader never sees half a file."""
     path = Path(run_dir) / FILENAME
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -30,7 +80,7 @@ def write_results(run_dir: str | Path, results: dict[str, Any]) -> Path:
     return path
 
 
-def read_results(path: str | Path) -> dict[str, Any]:
+def read_results(path: str | Path) -> RunResults:
     with open(path) as handle:
         results = json.load(handle)
     if not isinstance(results, dict):

@@ -19,28 +19,33 @@ from typing import Any
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
+from seqrev.catalog import CONFIG_DIR
 from seqrev.config import validate
 from seqrev.errors import EXPECTED_ERRORS, ConfigError
 from seqrev.preflight import check_command_line
-from seqrev.results import write_results
+from seqrev.publish import Example, log_to_tensorboard, print_report, symbols
+from seqrev.results import RunIdentity, RunResults, write_results
 from seqrev.rundir import fail, last_checkpoint, refuse_existing_results, rewrite_argv_for_resume
 
 log = logging.getLogger("seqrev")
-CONFIG_DIR = Path(__file__).resolve().parents[1] / "conf"
 
 
-def describe(cfg: DictConfig) -> dict[str, Any]:
+def describe(cfg: DictConfig) -> RunIdentity:
     """The fields that say what a run is, readable even from a config that failed validation."""
     select = lambda key: OmegaConf.select(cfg, key, default=None, throw_on_missing=False)  # noqa: E731
-    target = str(select("model._target_") or "")
-    return {"model": _model_name(target), "timesteps": select("data.timesteps"),
+    return {"model": _model_name(str(select("model._target_") or "")), "timesteps": select("data.timesteps"),
             "n_features": select("data.n_features"), "units": select("model.units"), "seed": select("seed"),
             "task": select("data.task"), "min_timesteps": select("data.min_timesteps"), "cell": select("model.cell")}
 
 
 def _model_name(target: str) -> str | None:
+    """The name the model's config file gives it (`model=NAME`); else the wiring's own name."""
+    from hydra.core.hydra_config import HydraConfig
+
     from seqrev.models import WIRINGS  # cheap: training imports the models anyway
 
+    if HydraConfig.initialized() and HydraConfig.get().runtime.choices.get("model"):
+        return HydraConfig.get().runtime.choices["model"]
     return next((name for name, cls in WIRINGS.items() if f"{cls.__module__}.{cls.__name__}" == target), target or None)
 
 
@@ -79,23 +84,33 @@ def set_determinism(deterministic: bool) -> None:
     torch.utils.deterministic.fill_uninitialized_memory = not deterministic
 
 
-def train(cfg: DictConfig) -> dict[str, Any]:
-    """One run, start to finish. Raises on failure; the caller records it."""
+def train(cfg: DictConfig) -> RunResults:
+    """One run, start to finish: build, fit, score, publish. Raises on failure; the caller records it."""
     validate(cfg)
-    run_dir = Path(cfg.paths.output_dir)
     datamodule, model, trainer = build(cfg)
-    checkpoint = str(last_checkpoint(Path(cfg.resume))) if cfg.resume else None
-    stopper = trainer.early_stopping_callback
-
+    run_dir = Path(cfg.paths.output_dir)
+    resume_from = last_checkpoint(Path(cfg.resume)) if cfg.resume else None
     about = describe(cfg)
+    fit_seconds = fit(trainer, model, datamodule, about, run_dir, resume_from)
+    results, examples = score(trainer, model, datamodule, cfg.examples)
+    results = RunResults(**about, status="ok", **results, fit_seconds=round(fit_seconds, 3),
+                         resumed=resume_from is not None, run_dir=str(run_dir))
+    if trainer.is_global_zero:  # with several processes (trainer=ddp) only rank 0 writes
+        publish(trainer, cfg, results, examples)
+    return results
+
+
+def fit(trainer, model, datamodule, about: RunIdentity, run_dir: Path, resume_from: Path | None) -> float:
+    """Train; the wall seconds it took. Ctrl-C leaves `status: interrupted` and the last checkpoint."""
+    stopper = trainer.early_stopping_callback
     log.info(f"{about['model']}: {model.trainable_params:,} trainable parameters, T={about['timesteps']}, "
              f"{about['n_features']} features, {about['units']} units, seed {about['seed']}")
     log.info(f"training for up to {trainer.max_epochs} epochs"
              + (f" with EarlyStopping(monitor={stopper.monitor}, patience={stopper.patience})" if stopper else "")
-             + (f", resuming from {checkpoint}" if checkpoint else "") + " ...")
+             + (f", resuming from {resume_from}" if resume_from else "") + " ...")
     started = time.perf_counter()
     try:
-        trainer.fit(model, datamodule=datamodule, ckpt_path=checkpoint)
+        trainer.fit(model, datamodule=datamodule, ckpt_path=str(resume_from) if resume_from else None)
     except SystemExit:
         if trainer.interrupted:  # Lightning turns Ctrl-C into SystemExit after its graceful shutdown
             write_results(run_dir, {**about, "status": "interrupted", "epochs_run": trainer.current_epoch,
@@ -103,74 +118,38 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             log.info(f"interrupted: the last checkpoint is {last_checkpoint(run_dir)}; "
                      f"continue with: python -m seqrev.train resume={run_dir}")
         raise
-    fit_seconds = time.perf_counter() - started
     if trainer.interrupted:
         raise RuntimeError("training stopped before it finished")
+    return time.perf_counter() - started
 
+
+def score(trainer, model, datamodule, n_examples: int) -> tuple[dict[str, Any], list[Example]]:
+    """The trained model's scores (test set through the Trainer, the tutorial's after-training train
+    accuracy on every training pair) and its answers to the first `n_examples` test pairs."""
     trainer.test(model, datamodule=datamodule, verbose=False)
     train_scores = model.evaluate(datamodule.train_full_dataloader())
-    test_inputs, test_targets = (t[: cfg.examples] for t in datamodule.test)
-    predictions = model.predict(test_inputs).cpu()
-    examples = [(_symbols(x.argmax(-1), model.pad), _symbols(y, model.pad), _symbols(p, model.pad))
-                for x, y, p in zip(test_inputs.cpu(), test_targets.cpu(), predictions)]
-
-    epochs_run = trainer.current_epoch
-    results = {
-        **about, "status": "ok", "trainable_params": model.trainable_params, "epochs_run": epochs_run,
+    stopper = trainer.early_stopping_callback
+    val, test = model.last_scores["val"], model.last_scores["test"]
+    scores = {
+        "trainable_params": model.trainable_params, "epochs_run": trainer.current_epoch,
         "stopped_early": bool(stopper and stopper.stopped_epoch > 0),
         "train_acc": train_scores["acc"], "train_seq_acc": train_scores["seq_acc"],
-        "val_acc": model.last_scores["val"]["acc"], "val_loss": model.last_scores["val"]["loss"],
-        "test_acc": model.last_scores["test"]["acc"], "test_seq_acc": model.last_scores["test"]["seq_acc"],
-        "test_loss": model.last_scores["test"]["loss"],
-        "test_acc_per_position": model.last_scores["test"]["acc_per_position"],
-        "fit_seconds": round(fit_seconds, 3), "resumed": bool(checkpoint), "run_dir": str(run_dir),
+        "val_acc": val["acc"], "val_loss": val["loss"],
+        "test_acc": test["acc"], "test_seq_acc": test["seq_acc"], "test_loss": test["loss"],
+        "test_acc_per_position": test["acc_per_position"],
     }
-    if trainer.is_global_zero:  # with several processes (trainer=ddp) only rank 0 writes
-        write_results(run_dir, results)
-        _log_to_tensorboard(trainer, cfg, results, examples)
-        print_report(results, examples)
-    return results
+    inputs, targets = (t[:n_examples] for t in datamodule.test)
+    predictions = model.predict(inputs).cpu()
+    examples = [Example(symbols(x.argmax(-1), model.pad), symbols(y, model.pad), symbols(p, model.pad))
+                for x, y, p in zip(inputs.cpu(), targets.cpu(), predictions)]
+    return scores, examples
 
 
-def _symbols(sequence, pad: int | None) -> list[int]:
-    """A sequence as the symbols it holds: up to its first padding symbol, if the task pads."""
-    symbols = sequence.tolist()
-    return symbols[: symbols.index(pad)] if pad is not None and pad in symbols else symbols
-
-
-def _log_to_tensorboard(trainer, cfg: DictConfig, results: dict[str, Any], examples: list) -> None:
-    from lightning.pytorch.loggers import TensorBoardLogger
-
-    for logger in trainer.loggers:
-        if not isinstance(logger, TensorBoardLogger):
-            continue
-        params = {"model": results["model"], "timesteps": results["timesteps"], "units": results["units"],
-                  "task": results["task"], "cell": results["cell"], "min_timesteps": results["min_timesteps"],
-                  "seed": results["seed"], "n_features": results["n_features"],
-                  "lr": OmegaConf.select(cfg, "model.optimizer.lr", default=None),
-                  "batch_size": cfg.data.batch_size, "init": OmegaConf.select(cfg, "model.init", default=None)}
-        metrics = {f"hparams/{key}": results[key] for key in
-                   ("test_acc", "test_seq_acc", "train_acc", "val_acc", "epochs_run")}
-        logger.log_hyperparams(params, metrics)
-        rows = "\n".join(f"| {x} | {y} | {p} | {y == p} |" for x, y, p in examples)
-        logger.experiment.add_text("examples", "| input | expected | predicted | right |\n|---|---|---|---|\n" + rows,
-                                   trainer.global_step)
-        logger.experiment.flush()
-
-
-def print_report(results: dict[str, Any], examples: list) -> None:
-    """The tutorial's printout: accuracies in percent, then examples."""
-    finish = "stopped early" if results["stopped_early"] else "no early stop"
-    log.info(f"{results['epochs_run']} epoch training finished in {results['fit_seconds']:.1f} s ({finish})")
-    log.info("PREDICTION ACCURACY (%):")
-    log.info(f"Train: {100 * results['train_acc']:.3f}, Test: {100 * results['test_acc']:.3f}")
-    log.info("SEQUENCE ACCURACY (%):")
-    log.info(f"Train: {100 * results['train_seq_acc']:.3f}, Test: {100 * results['test_seq_acc']:.3f}")
-    if examples:
-        log.info("some examples...")
-    for x, y, p in examples:
-        log.info(f"Input {x} Expected: {y} Predicted {p} {y == p}")
-    log.info(f"results: {Path(results['run_dir']) / 'results.json'}")
+def publish(trainer, cfg: DictConfig, results: RunResults, examples: list[Example]) -> None:
+    """results.json, then TensorBoard's HPARAMS and examples, then the tutorial's printout."""
+    write_results(results["run_dir"], results)
+    log_to_tensorboard(trainer, cfg, results, examples)
+    print_report(results, examples)
 
 
 def _record_failure(cfg: DictConfig, error: BaseException) -> None:

@@ -12,10 +12,11 @@ from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
 import seqrev.config  # noqa: F401 - registers the resolver the configs use
+from seqrev.catalog import TUTORIAL_WIRINGS
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "conf"
-MODELS = ["single_default", "stacked_default", "return_sequences", "return_state", "both_outputs"]
+MODELS = list(TUTORIAL_WIRINGS)
 
 
 def compose_config(*overrides: str, output_dir: Path | None = None) -> DictConfig:

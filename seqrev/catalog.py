@@ -1,0 +1,25 @@
+"""Which wirings exist, by name, without importing torch: one YAML per wiring in `conf/model/`.
+
+A wiring's name is its config file's name (`model=NAME`); its class says the same in `name`
+(tests/test_catalog.py checks both ways). The tutorial's five come first, in its order (models 1-5);
+any other wiring follows alphabetically. The report, the benchmark and the tests take the list from here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+
+CONFIG_DIR = Path(__file__).resolve().parents[1] / "conf"
+TUTORIAL_WIRINGS = ("single_default", "stacked_default", "return_sequences", "return_state", "both_outputs")
+
+
+def ordered(names: Iterable[str]) -> list[str]:
+    """Wiring names in report order: the tutorial's models 1-5, then the rest alphabetically."""
+    names = set(names)
+    return [n for n in TUTORIAL_WIRINGS if n in names] + sorted(names - set(TUTORIAL_WIRINGS))
+
+
+def wiring_names(config_dir: Path = CONFIG_DIR) -> list[str]:
+    """Every wiring that has a config file, in report order."""
+    return ordered(p.stem for p in (config_dir / "model").glob("*.yaml"))

@@ -1,0 +1,59 @@
+"""What a finished run shows: TensorBoard's HPARAMS and examples, and the tutorial's printout."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import NamedTuple
+
+from omegaconf import DictConfig, OmegaConf
+
+from seqrev.results import IDENTITY_FIELDS, RunResults
+
+log = logging.getLogger("seqrev")
+HPARAMS_METRICS = ("test_acc", "test_seq_acc", "train_acc", "val_acc", "epochs_run")
+
+
+class Example(NamedTuple):
+    """One test pair and the model's answer, as symbol lists (padding cut off)."""
+
+    input: list[int]
+    expected: list[int]
+    predicted: list[int]
+
+
+def symbols(sequence, pad: int | None) -> list[int]:
+    """A sequence as the symbols it holds: up to its first padding symbol, if the task pads."""
+    values = sequence.tolist()
+    return values[: values.index(pad)] if pad is not None and pad in values else values
+
+
+def log_to_tensorboard(trainer, cfg: DictConfig, results: RunResults, examples: list[Example]) -> None:
+    from lightning.pytorch.loggers import TensorBoardLogger
+
+    for logger in trainer.loggers:
+        if not isinstance(logger, TensorBoardLogger):
+            continue
+        params = {key: results[key] for key in IDENTITY_FIELDS}
+        params.update(lr=OmegaConf.select(cfg, "model.optimizer.lr", default=None), batch_size=cfg.data.batch_size,
+                      init=OmegaConf.select(cfg, "model.init", default=None))
+        logger.log_hyperparams(params, {f"hparams/{key}": results[key] for key in HPARAMS_METRICS})
+        rows = "\n".join(f"| {x} | {y} | {p} | {y == p} |" for x, y, p in examples)
+        logger.experiment.add_text("examples", "| input | expected | predicted | right |\n|---|---|---|---|\n" + rows,
+                                   trainer.global_step)
+        logger.experiment.flush()
+
+
+def print_report(results: RunResults, examples: list[Example]) -> None:
+    """The tutorial's printout: accuracies in percent, then examples."""
+    finish = "stopped early" if results["stopped_early"] else "no early stop"
+    log.info(f"{results['epochs_run']} epoch training finished in {results['fit_seconds']:.1f} s ({finish})")
+    log.info("PREDICTION ACCURACY (%):")
+    log.info(f"Train: {100 * results['train_acc']:.3f}, Test: {100 * results['test_acc']:.3f}")
+    log.info("SEQUENCE ACCURACY (%):")
+    log.info(f"Train: {100 * results['train_seq_acc']:.3f}, Test: {100 * results['test_seq_acc']:.3f}")
+    if examples:
+        log.info("some examples...")
+    for x, y, p in examples:
+        log.info(f"Input {x} Expected: {y} Predicted {p} {y == p}")
+    log.info(f"results: {Path(results['run_dir']) / 'results.json'}")
