@@ -27,6 +27,25 @@ def check_command_line(argv: list[str], config_dir: Path) -> None:
                           "re-launches the whole sweep in every process); run the sweep with "
                           "hydra/launcher=joblib, or several single trainer=ddp runs.")
     check_keys(args, config_dir)
+    check_writable(args, multirun=bool(SWEEP_FLAGS & set(argv)))
+
+
+def check_writable(args: list[str], multirun: bool) -> None:
+    """The folder a run or sweep will write into must be writable: checked before Hydra makes it."""
+    import os
+
+    key = "hydra.sweep.dir=" if multirun else "hydra.run.dir="
+    given = [a.split("=", 1)[1].strip("'\"") for a in args if a.startswith(key)]
+    target = Path(given[-1] if given else "outputs").absolute()
+    existing = target
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if os.access(existing, os.W_OK):
+        return
+    read_only = bool(os.statvfs(existing).f_flag & os.ST_RDONLY)
+    why = "the file system is read-only" if read_only else "permission denied"
+    raise ConfigError(f"cannot write the run folder {target}: {why} at {existing}; choose another folder with "
+                      f"{key}PATH.")
 
 
 def check_group_choices(args: list[str], config_dir: Path) -> None:

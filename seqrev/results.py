@@ -7,10 +7,10 @@ the report and the tests read it.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any, Literal, TypedDict, get_type_hints
+
+from seqrev.atomic import atomic_write
 
 FILENAME = "results.json"
 
@@ -64,19 +64,8 @@ SCORE_FIELDS: tuple[str, ...] = tuple(get_type_hints(RunScores))
 def write_results(run_dir: str | Path, results: RunResults | dict[str, Any]) -> Path:
     """Write through a temporary file and a rename, so a reader never sees half a file."""
     path = Path(run_dir) / FILENAME
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".results-", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as handle:
-            json.dump(results, handle, indent=2)
-            handle.write("\n")
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp makes it private; results are for everyone who reads the run
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    text = json.dumps(results, indent=2) + "\n"
+    atomic_write(path, lambda handle: handle.write(text.encode()))
     return path
 
 

@@ -5,6 +5,7 @@ Returns the metric named by `optimized_metric`, for Hydra sweepers.
 
 from __future__ import annotations
 
+import errno
 import logging
 import math
 import os
@@ -152,13 +153,43 @@ def publish(trainer, cfg: DictConfig, results: RunResults, examples: list[Exampl
     print_report(results, examples)
 
 
-def _record_failure(cfg: DictConfig, error: BaseException) -> None:
+def _record_failure(cfg: DictConfig, error: BaseException) -> str | None:
+    """results.json with `status: failed` and the cause; or, when it cannot be written, why not."""
     run_dir = Path(OmegaConf.select(cfg, "paths.output_dir", default="."))
-    results = {**describe(cfg), "status": "failed", "error": str(error), "error_type": type(error).__name__,
-               "run_dir": str(run_dir)}
-    if not isinstance(error, EXPECTED_ERRORS):
+    results = {**describe(cfg), "status": "failed", "error": describe_error(error),
+               "error_type": type(error).__name__, "run_dir": str(run_dir)}
+    if not isinstance(error, EXPECTED_ERRORS) and storage_problem(error) is None:
         results["traceback"] = traceback.format_exc()
-    write_results(run_dir, results)
+    try:
+        write_results(run_dir, results)
+    except OSError as second:
+        return f"results.json could not be written either ({second.strerror or second})"
+    return None
+
+
+STORAGE_ERRNOS = {errno.ENOSPC: "no space left on the device", errno.EROFS: "the file system is read-only",
+                  errno.EACCES: "permission denied", errno.EPERM: "permission denied",
+                  errno.EDQUOT: "the disk quota is exceeded"}
+
+
+def storage_problem(error: BaseException) -> OSError | None:
+    """The OSError about storage (full, read-only, no permission) behind `error`, if that is what it is."""
+    while error is not None:
+        if isinstance(error, OSError) and error.errno in STORAGE_ERRNOS:
+            return error
+        error = error.__cause__ or error.__context__
+    return None
+
+
+def describe_error(error: BaseException) -> str:
+    """One sentence for any failure: the user's mistake as said, a storage problem as what, where, why."""
+    if isinstance(error, EXPECTED_ERRORS):
+        return str(error)
+    problem = storage_problem(error)
+    if problem is not None:
+        where = f" {problem.filename}" if problem.filename else ""
+        return f"could not write{where}: {STORAGE_ERRNOS[problem.errno]}"
+    return f"{type(error).__name__}: {error}"
 
 
 def _remove_if_only_hydra_files(run_dir: Path) -> None:
@@ -182,15 +213,18 @@ def main(cfg: DictConfig) -> float:
     except Exception as error:  # noqa: BLE001 - every failure is recorded in results.json
         if os.environ.get("HYDRA_FULL_ERROR") == "1":
             raise
-        message = str(error) if isinstance(error, EXPECTED_ERRORS) else f"{type(error).__name__}: {error}"
-        if _in_multirun():  # the sweep goes on; this job's folder says what went wrong
-            _record_failure(cfg, error)
+        message = describe_error(error)
+        sweep = _in_multirun()
+        if isinstance(error, ConfigError) and not sweep:  # nothing ran: leave no half-made run directory behind
+            _remove_if_only_hydra_files(Path(cfg.paths.output_dir))
+            unrecorded = None
+        else:
+            unrecorded = _record_failure(cfg, error)
+        if unrecorded:
+            message += f"; {unrecorded}"
+        if sweep:  # the sweep goes on; this job's folder says what went wrong
             log.error(f"job failed: {message}")
             return math.nan
-        if isinstance(error, ConfigError):  # nothing ran: leave no half-made run directory behind
-            _remove_if_only_hydra_files(Path(cfg.paths.output_dir))
-        else:
-            _record_failure(cfg, error)
         fail(message, status=2 if isinstance(error, EXPECTED_ERRORS) else 1)
     value = results.get(cfg.optimized_metric)
     return float(value) if isinstance(value, (int, float)) else math.nan

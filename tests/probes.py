@@ -36,3 +36,26 @@ class PauseAtEpoch(Callback):
         if trainer.current_epoch == self.epochs and not self.marker.exists():
             self.marker.write_text(str(self.epochs))
             time.sleep(self.seconds)  # the signal lands here
+
+
+class FillDiskAtEpoch(Callback):
+    """At the start of epoch `epoch` (0-based), fill the file system of `ballast` with one big file, once.
+
+    The next write of the run (a checkpoint at the end of that epoch) then meets a full disk. The
+    `marker` (on another file system) makes a resumed run leave the disk alone.
+    """
+
+    def __init__(self, epoch: int, ballast: str, marker: str) -> None:
+        self.epoch, self.ballast, self.marker = epoch, Path(ballast), Path(marker)
+
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        if trainer.current_epoch != self.epoch or self.marker.exists():
+            return
+        self.marker.write_text("filled")
+        chunk = bytes(4096)
+        with open(self.ballast, "wb", buffering=0) as handle:
+            try:
+                while True:
+                    handle.write(chunk)
+            except OSError:
+                pass
