@@ -10,6 +10,7 @@ either the previous complete checkpoint or the new complete one.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -25,3 +26,9 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         if storage_options is not None:
             raise TypeError("AtomicCheckpointIO takes no storage_options")
         atomic_write(path, lambda handle: torch.save(checkpoint, handle))
+
+    def load_checkpoint(self, path, map_location=None, weights_only: bool | None = None) -> dict[str, Any]:
+        """Read with `weights_only=True` whatever the caller asks: a checkpoint from elsewhere never runs code."""
+        from seqrev.rundir import load_checkpoint
+
+        return load_checkpoint(Path(path), map_location=map_location or (lambda storage, loc: storage))

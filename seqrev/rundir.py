@@ -25,17 +25,91 @@ def last_checkpoint(run_dir: Path) -> Path:
     return run_dir / LAST_CHECKPOINT
 
 
-def check_checkpoint(path: Path) -> None:
-    """RunDirError unless `path` loads as a Lightning training checkpoint."""
+def load_checkpoint(path: Path, map_location="cpu") -> dict:
+    """A checkpoint's contents, read without running code from the file (`weights_only=True`).
+
+    RunDirError, in one sentence, for a file that is not a readable checkpoint, and for one that holds
+    Python objects beyond plain data: unpickling those could run code, so they are never loaded.
+    """
+    import pickle
+
     import torch
 
     try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+        checkpoint = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as error:
+        if "weights_only" in str(error) or "Weights only" in str(error):
+            raise RunDirError(f"{path} was refused: it holds Python objects beyond plain data, and reading those "
+                              "could run code from the file; seqrev only reads checkpoints it wrote.") from None
+        raise RunDirError(f"{path} is not a readable checkpoint (UnpicklingError); "
+                          "it may be corrupt or truncated.") from None
     except Exception as error:  # noqa: BLE001 - any unreadable file gets the same one sentence
         raise RunDirError(f"{path} is not a readable checkpoint ({type(error).__name__}); "
                           "it may be corrupt or truncated.") from None
-    if not isinstance(checkpoint, dict) or not {"state_dict", "loops", "optimizer_states"} <= checkpoint.keys():
+    if not isinstance(checkpoint, dict):
+        raise RunDirError(f"{path} is not a Lightning checkpoint (it holds a {type(checkpoint).__name__}).")
+    return checkpoint
+
+
+def check_checkpoint(path: Path) -> int:
+    """The number of epochs a Lightning training checkpoint holds; RunDirError if it is not one."""
+    checkpoint = load_checkpoint(path)
+    if not {"state_dict", "loops", "optimizer_states", "epoch"} <= checkpoint.keys():
         raise RunDirError(f"{path} is not a Lightning training checkpoint (no model, loop or optimiser state).")
+    return int(checkpoint["epoch"]) + 1
+
+
+JOB_FILE = "job.json"
+"""A sweep job's own record of its overrides, written when it starts: Hydra rewrites `.hydra/` at
+every start, so this is what tells whether a folder still holds the job the sweep now wants."""
+
+
+def continue_job(job_dir: Path, overrides: list[str]) -> tuple[str, int]:
+    """What a sweep job does with its folder: ("skip", 0) when it finished, ("resume", epochs done) when
+    it was killed or interrupted after a checkpoint, ("run", 0) otherwise (a failed job's files cleared).
+
+    RunDirError when the folder holds a job with other overrides (the sweep's parameters changed).
+    """
+    import json
+
+    from seqrev.atomic import atomic_write
+
+    job_file = job_dir / JOB_FILE
+    if job_file.is_file():
+        saved = json.loads(job_file.read_text()).get("overrides")
+        if saved != overrides:
+            changed = sorted(set(saved or []) ^ set(overrides))
+            raise RunDirError(f"{job_dir} holds a job with other settings than this sweep's job there "
+                              f"(differing: {', '.join(changed)}); use another hydra.sweep.dir, or delete that folder.")
+    status = None
+    if (job_dir / FILENAME).is_file():
+        try:
+            status = read_results(job_dir / FILENAME).get("status")
+        except (OSError, ValueError):
+            status = None
+    if status == "ok":
+        return "skip", 0
+    if status != "failed" and last_checkpoint(job_dir).is_file():
+        try:
+            return "resume", check_checkpoint(last_checkpoint(job_dir))
+        except RunDirError:
+            pass  # killed before a complete checkpoint existed: start again
+    clear_run(job_dir)
+    atomic_write(job_file, lambda handle: handle.write(json.dumps({"overrides": overrides}).encode()))
+    return "run", 0
+
+
+def clear_run(run_dir: Path) -> None:
+    """Remove what a previous start of a run wrote, keeping Hydra's own `.hydra/` and the log."""
+    import shutil
+
+    for path in run_dir.iterdir() if run_dir.is_dir() else ():
+        if path.name in (".hydra", "train.log") or path.name.startswith("train_ddp_process_"):
+            continue
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        else:
+            path.unlink()
 
 
 def resume_argv(run_dir_arg: str, other_args: list[str]) -> list[str]:

@@ -18,15 +18,15 @@ from pathlib import Path
 from typing import Any
 
 import hydra
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from seqrev.catalog import CONFIG_DIR
 from seqrev.config import validate
-from seqrev.errors import EXPECTED_ERRORS, ConfigError
+from seqrev.errors import EXPECTED_ERRORS, ConfigError, RunDirError
 from seqrev.preflight import check_command_line
 from seqrev.publish import Example, log_to_tensorboard, print_report, symbols
-from seqrev.results import RunIdentity, RunResults, write_results
-from seqrev.rundir import fail, last_checkpoint, refuse_existing_results, rewrite_argv_for_resume
+from seqrev.results import FILENAME, RunIdentity, RunResults, read_results, write_results
+from seqrev.rundir import continue_job, fail, last_checkpoint, refuse_existing_results, rewrite_argv_for_resume
 
 log = logging.getLogger("seqrev")
 
@@ -192,6 +192,23 @@ def describe_error(error: BaseException) -> str:
     return f"{type(error).__name__}: {error}"
 
 
+def continue_sweep_job(cfg: DictConfig) -> RunResults | None:
+    """A sweep job's folder as a re-run sweep finds it: the stored results of a finished job (nothing
+    in its folder changes), else None after setting `cfg.resume` for a job killed mid-training."""
+    from hydra.core.hydra_config import HydraConfig
+
+    job_dir = Path(cfg.paths.output_dir)
+    action, epochs = continue_job(job_dir, list(HydraConfig.get().overrides.task))
+    if action == "skip":
+        log.info(f"skipped (finished): {job_dir}")
+        return read_results(job_dir / FILENAME)
+    if action == "resume":
+        log.info(f"resuming from epoch {epochs}: {job_dir}")
+        with open_dict(cfg):
+            cfg.resume = str(job_dir)
+    return None
+
+
 def _remove_if_only_hydra_files(run_dir: Path) -> None:
     """Remove a run directory that holds nothing but what Hydra wrote at start-up."""
     if run_dir.is_dir() and {p.name for p in run_dir.iterdir()} <= {".hydra", "train.log"}:
@@ -207,7 +224,18 @@ def _in_multirun() -> bool:
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train")
 def main(cfg: DictConfig) -> float:
-    """Hydra entry point: one job. In a sweep a failed job is recorded and the sweep goes on."""
+    """Hydra entry point: one job. In a sweep a failed job is recorded and the sweep goes on, and a
+    sweep run again continues: finished jobs are skipped, killed ones resumed, failed ones re-run."""
+    logging.raiseExceptions = False  # a full disk must not turn every later log line into a traceback
+    if _in_multirun():
+        try:
+            finished = continue_sweep_job(cfg)
+        except RunDirError as refused:
+            log.error(f"job refused: {refused}")
+            return math.nan
+        if finished is not None:
+            value = finished.get(cfg.optimized_metric)
+            return float(value) if isinstance(value, (int, float)) else math.nan
     try:
         results = train(cfg)
     except Exception as error:  # noqa: BLE001 - every failure is recorded in results.json

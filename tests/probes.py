@@ -29,10 +29,12 @@ class PauseAtEpoch(Callback):
     run that finds the marker goes straight on.
     """
 
-    def __init__(self, epochs: int, marker: str, seconds: float = 120.0) -> None:
-        self.epochs, self.marker, self.seconds = epochs, Path(marker), seconds
+    def __init__(self, epochs: int, marker: str, seconds: float = 120.0, only_for: str | None = None) -> None:
+        self.epochs, self.marker, self.seconds, self.only_for = epochs, Path(marker), seconds, only_for
 
     def on_train_epoch_start(self, trainer, pl_module) -> None:
+        if self.only_for is not None and pl_module.name != self.only_for:
+            return  # in a sweep: pause only the job of this wiring
         if trainer.current_epoch == self.epochs and not self.marker.exists():
             self.marker.write_text(str(self.epochs))
             time.sleep(self.seconds)  # the signal lands here
@@ -59,3 +61,15 @@ class FillDiskAtEpoch(Callback):
                     handle.write(chunk)
             except OSError:
                 pass
+
+
+class FailOnce(Callback):
+    """Fails the first run that reaches epoch `epoch` of wiring `only_for` (creating `marker`); later runs pass."""
+
+    def __init__(self, marker: str, only_for: str, epoch: int = 1) -> None:
+        self.marker, self.only_for, self.epoch = Path(marker), only_for, epoch
+
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        if pl_module.name == self.only_for and trainer.current_epoch == self.epoch and not self.marker.exists():
+            self.marker.write_text("failed once")
+            raise RuntimeError("a failure on purpose (tests/probes.py FailOnce)")

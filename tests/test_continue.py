@@ -1,0 +1,108 @@
+"""A sweep run again continues: finished jobs untouched, killed ones resumed exactly, failed ones re-run."""
+
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import ROOT, run_cli
+
+SMALL = ("data.n_train=300", "data.n_test=100", "trainer.max_epochs=4", "callbacks.early_stopping.patience=100")
+PROBES = {"PYTHONPATH": str(ROOT / "tests")}
+SCORES = ("train_acc", "val_acc", "val_loss", "test_acc", "test_seq_acc", "test_loss", "epochs_run")
+
+
+def fingerprint(sweep: Path) -> dict[str, str]:
+    """Every file a job wrote, with a hash of its bytes (Hydra's own files and the logs may change)."""
+    return {str(p.relative_to(sweep)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(sweep.rglob("*"))
+            if p.is_file() and ".hydra" not in p.parts and not p.name.endswith(".log") and ".submitit" not in p.parts
+            and p.name != "multirun.yaml"}
+
+
+def starts(job_dir: Path) -> set[str]:
+    """The processes that wrote a job's TensorBoard events (events.out.tfevents.<time>.<host>.<pid>.<n>)."""
+    return {p.name.split(".")[-2] for p in job_dir.glob("events.out.tfevents.*")}
+
+
+def results(sweep: Path) -> dict[str, dict]:
+    return {p.parent.name.split("_")[0]: json.loads(p.read_text()) for p in sweep.glob("*/results.json")}
+
+
+def test_a_finished_sweep_run_again_changes_nothing(tmp_path):
+    sweep = tmp_path / "sweep"
+    line = ("-m", "model=return_state,both_outputs", *SMALL, f"hydra.sweep.dir={sweep}")
+    first = run_cli(*line)
+    assert first.returncode == 0, first.stderr[-3000:]
+    before = fingerprint(sweep)
+    again = run_cli(*line)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert again.stdout.count("skipped (finished)") == 2
+    assert fingerprint(sweep) == before  # byte for byte, and no new files
+
+
+@pytest.mark.slow
+def test_a_sweep_killed_mid_job_continues_where_it_stopped(tmp_path):
+    alone = run_cli("model=both_outputs", *SMALL, f"hydra.run.dir={tmp_path / 'alone'}")
+    assert alone.returncode == 0, alone.stderr[-3000:]
+
+    sweep, marker = tmp_path / "sweep", tmp_path / "paused"
+    pause = ("+callbacks.pause._target_=probes.PauseAtEpoch", "+callbacks.pause.epochs=2",
+             f"+callbacks.pause.marker={marker}", "+callbacks.pause.only_for=both_outputs")
+    line = ["-m", "model=return_state,both_outputs,single_default", *SMALL, *pause, f"hydra.sweep.dir={sweep}"]
+    process = subprocess.Popen([sys.executable, "-m", "seqrev.train", *line], cwd=ROOT, env={**os.environ, **PROBES},
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.time() + 300
+    while not marker.exists():
+        assert process.poll() is None and time.time() < deadline, "the sweep ended or hung before job 1 paused"
+        time.sleep(0.05)
+    os.killpg(process.pid, signal.SIGKILL)  # job 0 done, job 1 after exactly 2 epochs, job 2 not started
+    process.wait()
+    finished_before = fingerprint(sweep / "0_model=return_state,timesteps=4,units=16,seed=0")
+    assert not (sweep / "1_model=both_outputs,timesteps=4,units=16,seed=0" / "results.json").exists()
+
+    again = run_cli(*line, env=PROBES)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "skipped (finished)" in again.stdout and "resuming from epoch 2" in again.stdout
+    jobs = results(sweep)
+    assert sorted(jobs) == ["0", "1", "2"] and all(job["status"] == "ok" for job in jobs.values())
+    assert fingerprint(sweep / "0_model=return_state,timesteps=4,units=16,seed=0") == finished_before
+    expected = json.loads((tmp_path / "alone" / "results.json").read_text())
+    assert jobs["1"]["resumed"] is True and jobs["2"]["resumed"] is False
+    assert {key: jobs["1"][key] for key in SCORES} == {key: expected[key] for key in SCORES}
+    checkpoints = sorted(p.name for p in (sweep / "1_model=both_outputs,timesteps=4,units=16,seed=0" / "checkpoints")
+                         .iterdir())
+    assert checkpoints == ["best.ckpt", "last.ckpt"]  # no -v1 copies
+
+
+def test_a_failed_job_is_run_again_from_scratch(tmp_path):
+    sweep = tmp_path / "sweep"
+    fail_once = ("+callbacks.fail._target_=probes.FailOnce", f"+callbacks.fail.marker={tmp_path / 'failed'}",
+                 "+callbacks.fail.only_for=both_outputs")
+    line = ("-m", "model=return_state,both_outputs", *SMALL, *fail_once, f"hydra.sweep.dir={sweep}")
+    first = run_cli(*line, env=PROBES)
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert results(sweep)["1"]["status"] == "failed"
+    again = run_cli(*line, env=PROBES)
+    assert again.returncode == 0, again.stderr[-3000:]
+    job = results(sweep)["1"]
+    assert job["status"] == "ok" and job["resumed"] is False and job["epochs_run"] == 4
+    job_dir = sweep / "1_model=both_outputs,timesteps=4,units=16,seed=0"
+    assert len(starts(job_dir)) == 1  # the failed start's events were cleared: one start's curves only
+
+
+def test_a_folder_holding_another_job_is_refused_and_left_alone(tmp_path):
+    sweep = tmp_path / "sweep"
+    first = run_cli("-m", "model.optimizer.lr=0.01,0.002", *SMALL, "trainer.max_epochs=1", f"hydra.sweep.dir={sweep}")
+    assert first.returncode == 0, first.stderr[-3000:]
+    before = fingerprint(sweep)
+    other = run_cli("-m", "model.optimizer.lr=0.03,0.004", *SMALL, "trainer.max_epochs=1", f"hydra.sweep.dir={sweep}")
+    assert other.stdout.count("job refused:") == 2
+    assert "holds a job with other settings than this sweep's job there" in other.stdout
+    assert "model.optimizer.lr=0.03" in other.stdout
+    assert fingerprint(sweep) == before
