@@ -82,3 +82,15 @@ def test_optuna_search_runs_trials_and_reports_the_best(tmp_path):
     assert set(best["best_params"]) == {"model.units", "model.optimizer.lr"}
     values = [r["val_acc"] for r in job_results(sweep_dir).values()]
     assert len(values) == 2 and best["best_value"] == pytest.approx(max(values))
+
+
+def test_an_optuna_study_in_a_database_continues_across_searches(tmp_path):
+    import sqlite3
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    for search in ("first", "second"):  # each search its own sweep folder; the study is what they share
+        done = run_cli("-m", "hparams_search=optuna", "hydra.sweeper.n_trials=2", "trainer.max_epochs=1",
+                       "data.n_train=200", f"hydra.sweeper.storage={storage}", f"hydra.sweep.dir={tmp_path / search}")
+        assert done.returncode == 0, done.stderr[-3000:]
+    with sqlite3.connect(tmp_path / "study.db") as db:
+        states = [row[0] for row in db.execute("SELECT state FROM trials")]
+    assert len(states) == 4 and set(states) == {"COMPLETE"}  # the trials added up
