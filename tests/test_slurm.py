@@ -1,0 +1,68 @@
+"""hydra/launcher=slurm against a real Slurm (scripts/slurm-local starts one; CI does)."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+
+import pytest
+
+from conftest import ROOT, run_cli
+
+
+def slurm_answers() -> bool:
+    if shutil.which("sinfo") is None:
+        return False
+    done = subprocess.run(["sinfo", "-h", "-o", "%T"], capture_output=True, text=True)
+    return done.returncode == 0 and any(s in done.stdout for s in ("idle", "mixed", "allocated"))
+
+
+pytestmark = [pytest.mark.slurm,
+              pytest.mark.skipif(not slurm_answers(), reason="no Slurm answers here (start one: scripts/slurm-local)")]
+SLURM = ("-m", "hydra/launcher=slurm", "hydra.launcher.cpus_per_task=1", "hydra.launcher.mem_gb=2")
+SMALL = ("data.n_train=300", "data.n_test=100", "trainer.max_epochs=4", "callbacks.early_stopping.patience=100")
+
+
+def test_a_two_job_sweep_through_slurm(tmp_path):
+    sweep = tmp_path / "sweep"
+    done = run_cli(*SLURM, "model=return_state,both_outputs", *SMALL, f"hydra.sweep.dir={sweep}")
+    assert done.returncode == 0, done.stderr[-3000:]
+    results = [json.loads(p.read_text()) for p in sweep.glob("*/results.json")]
+    assert sorted(r["model"] for r in results) == ["both_outputs", "return_state"]
+    assert all(r["status"] == "ok" and r["epochs_run"] == 4 for r in results)
+    assert list((sweep / ".submitit").iterdir())  # it really went through submitit's Slurm executor
+
+
+@pytest.mark.slow
+def test_a_job_requeued_mid_training_continues_from_its_checkpoint(tmp_path):
+    """`scontrol requeue` kills the running job and queues it again; Slurm holds it about 2 minutes."""
+    alone = run_cli("model=both_outputs", *SMALL, f"hydra.run.dir={tmp_path / 'alone'}")
+    assert alone.returncode == 0, alone.stderr[-3000:]
+    sweep, marker = tmp_path / "sweep", tmp_path / "paused"
+    pause = ("+callbacks.pause._target_=probes.PauseAtEpoch", "+callbacks.pause.epochs=2",
+             f"+callbacks.pause.marker={marker}")
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "tests")}
+    env.pop("HYDRA_FULL_ERROR", None)
+    sweep_process = subprocess.Popen([sys.executable, "-m", "seqrev.train", *SLURM, "model=both_outputs", *SMALL,
+                                      *pause, f"hydra.sweep.dir={sweep}"], cwd=ROOT, env=env, text=True,
+                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    deadline = time.time() + 300
+    while not marker.exists():
+        assert sweep_process.poll() is None and time.time() < deadline, "the job ended or hung before it paused"
+        time.sleep(0.2)
+    job_ids = [p.name for p in (sweep / ".submitit").iterdir() if p.is_dir()]  # submitit's folder per job: its id
+    assert len(job_ids) == 1, job_ids
+    job_id = job_ids[0]
+    subprocess.run(["scontrol", "requeue", job_id], check=True)  # after exactly 2 epochs
+    output, _ = sweep_process.communicate(timeout=600)
+    assert sweep_process.returncode == 0, output[-3000:]
+    job_dir = next(sweep.glob("0_*"))
+    results = json.loads((job_dir / "results.json").read_text())
+    expected = json.loads((tmp_path / "alone" / "results.json").read_text())
+    assert results["status"] == "ok" and results["resumed"] is True and results["epochs_run"] == 4
+    for key in ("val_loss", "test_acc", "train_acc", "test_loss"):
+        assert results[key] == expected[key], key
+    assert "resuming from epoch 2" in (job_dir / "train.log").read_text()
+    assert sorted(p.name for p in (job_dir / "checkpoints").iterdir()) == ["best.ckpt", "last.ckpt"]
