@@ -134,7 +134,9 @@ class ReversedSequenceData(LightningDataModule):
         return BatchGroups(*split, self.eval_batch_size, group_size=1, equal_shards=False, **self._shard())
 
     def state_dict(self) -> dict:
-        return {"shuffle_generator": self.shuffle_generator.get_state()}
+        # The task travels with every checkpoint, so a model loaded on its own knows what it was taught.
+        return {"shuffle_generator": self.shuffle_generator.get_state(), "task": self.task,
+                "min_timesteps": self.min_timesteps}
 
     def load_state_dict(self, state_dict: dict) -> None:
         self.shuffle_generator.set_state(state_dict["shuffle_generator"])

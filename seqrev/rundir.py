@@ -38,7 +38,7 @@ def load_checkpoint(path: Path, map_location="cpu") -> dict:
     try:
         checkpoint = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as error:
-        if "weights_only" in str(error) or "Weights only" in str(error):
+        if "Unsupported global" in str(error) or "Unsupported class" in str(error):  # torch's weights-only refusal
             raise RunDirError(f"{path} was refused: it holds Python objects beyond plain data, and reading those "
                               "could run code from the file; seqrev only reads checkpoints it wrote.") from None
         raise RunDirError(f"{path} is not a readable checkpoint (UnpicklingError); "

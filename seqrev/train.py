@@ -60,6 +60,7 @@ def build(cfg: DictConfig):
     # and file every record, so without this each Lightning message would appear twice.
     logging.getLogger("lightning").handlers.clear()
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")  # torch/Lightning version skew
+    warnings.filterwarnings("ignore", message=r".*The `srun` command is available.*")  # seqrev runs Slurm jobs itself
     torch.set_num_threads(cfg.threads)
     seed_everything(cfg.seed, workers=False, verbose=False)
     datamodule = instantiate(cfg.data)

@@ -88,7 +88,7 @@ def test_attention_learns_reversal_at_8_timesteps_and_attends_to_the_mirror_posi
     from hydra.utils import instantiate
     model = instantiate(model_cfg.model)
     import glob
-    checkpoint = torch.load(glob.glob(str(tmp_path / "checkpoints" / "last.ckpt"))[0], weights_only=False)
+    checkpoint = torch.load(glob.glob(str(tmp_path / "checkpoints" / "last.ckpt"))[0], weights_only=True)
     model.load_state_dict(checkpoint["state_dict"])
     weights = model.attention_weights(one_hot_pairs(50, 8)[0])
     # For reversal, output step i needs input step T-1-i: the weight mass sits on the anti-diagonal.

@@ -7,9 +7,9 @@ batch, so the framework's per-call cost is paid once per group rather than once 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
 from lightning.pytorch import LightningModule
@@ -20,7 +20,6 @@ from seqrev.layers import Cell, Init, dense_layer, recurrent_layer, trainable_pa
 from seqrev.metrics import SequenceScores
 from seqrev.tasks import scored_positions
 
-OptimizerFactory = Callable[..., torch.optim.Optimizer]
 Batch = tuple[torch.Tensor, torch.Tensor]
 
 
@@ -34,9 +33,22 @@ def optimizer_step_progress(trainer):
     return trainer.fit_loop.epoch_loop.manual_optimization.optim_step_progress
 
 
-def keras_adam(params: Iterable[nn.Parameter]) -> torch.optim.Optimizer:
-    """Keras' Adam defaults: lr 1e-3 and epsilon 1e-7 (PyTorch's is 1e-8)."""
-    return torch.optim.Adam(params, lr=1e-3, eps=1e-7)
+KERAS_ADAM = {"_target_": "torch.optim.Adam", "lr": 1e-3, "eps": 1e-7}
+"""Keras' Adam defaults: lr 1e-3 and epsilon 1e-7 (PyTorch's is 1e-8)."""
+
+
+def optimizer_class(target: str) -> type[torch.optim.Optimizer]:
+    """The optimiser class a dotted path names; ValueError unless it is a torch.optim.Optimizer."""
+    import importlib
+
+    module, _, name = target.rpartition(".")
+    try:
+        found = getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError, ValueError):
+        raise ValueError(f"optimizer {target!r} cannot be found") from None
+    if not (isinstance(found, type) and issubclass(found, torch.optim.Optimizer)):
+        raise ValueError(f"optimizer {target!r} is not a torch.optim.Optimizer")
+    return found
 
 
 class Seq2SeqModel(LightningModule):
@@ -45,13 +57,17 @@ class Seq2SeqModel(LightningModule):
     name: ClassVar[str]
 
     def __init__(self, n_features: int, timesteps: int, units: int = 16, init: Init = "keras", cell: Cell = "lstm",
-                 padded: bool = False, optimizer: OptimizerFactory | None = None) -> None:
+                 padded: bool = False, optimizer: Mapping[str, Any] | None = None) -> None:
         super().__init__()
+        # Every checkpoint carries the constructor's arguments, so `Wiring.load_from_checkpoint(path)`
+        # rebuilds the model with no config at hand; the optimiser as plain settings, never an object.
+        self.optimizer_settings = dict(KERAS_ADAM) if optimizer is None else {str(k): optimizer[k] for k in optimizer}
+        self.save_hyperparameters(ignore=["optimizer"], logger=False)
+        self.hparams["optimizer"] = self.optimizer_settings
         self.n_features, self.timesteps, self.units, self.init, self.cell = n_features, timesteps, units, init, cell
         # With padding, one more symbol in and out: "no symbol here" (see seqrev.tasks).
         self.pad = n_features if padded else None
         self.n_classes = n_features + int(padded)
-        self.optimizer_factory = optimizer or keras_adam
         self.automatic_optimization = False  # several optimiser steps per call, see module docstring
         self.loss_fn = nn.CrossEntropyLoss()
         self.train_scores, self.val_scores, self.test_scores = (SequenceScores(timesteps) for _ in range(3))
@@ -88,8 +104,12 @@ class Seq2SeqModel(LightningModule):
         """Which target positions count (None: all of them)."""
         return None if self.pad is None else scored_positions(targets, self.pad)
 
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["seqrev_wiring"] = self.name  # which class to rebuild (seqrev.load), by name, never by import
+
     def configure_optimizers(self) -> torch.optim.Optimizer:
-        return self.optimizer_factory([p for p in self.parameters() if p.requires_grad])
+        settings = dict(self.optimizer_settings)
+        return optimizer_class(settings.pop("_target_"))([p for p in self.parameters() if p.requires_grad], **settings)
 
     def training_step(self, batches: list[Batch], batch_idx: int) -> None:
         # The per-batch loop is the hot path, and at these model sizes Lightning's per-batch wrappers
@@ -194,3 +214,27 @@ class Seq2SeqModel(LightningModule):
         """Predicted class indices (B, T)."""
         with self.evaluating():
             return self(inputs.to(self.device)).argmax(-1)
+
+    def encode(self, sequences: list[list[int]]) -> torch.Tensor:
+        """Symbol lists as the one-hot inputs (B, T, C) this model reads; ValueError, in one sentence, for
+        a symbol out of range or a length it cannot take (fixed-length models take exactly `timesteps`)."""
+        rows = []
+        for sequence in sequences:
+            if not sequence:
+                raise ValueError("an empty sequence cannot be predicted: give at least one symbol")
+            for symbol in sequence:
+                if isinstance(symbol, bool) or not isinstance(symbol, int) or not 0 <= symbol < self.n_features:
+                    raise ValueError(f"symbol {symbol!r} in {list(sequence)} is not allowed: this model knows the "
+                                     f"symbols 0..{self.n_features - 1}")
+            if len(sequence) > self.timesteps or (self.pad is None and len(sequence) != self.timesteps):
+                needed = f"exactly {self.timesteps}" if self.pad is None else f"at most {self.timesteps}"
+                raise ValueError(f"{list(sequence)} has {len(sequence)} symbols: this model was trained on "
+                                 f"sequences of {needed} (timesteps={self.timesteps})")
+            rows.append(list(sequence) + [self.pad] * (self.timesteps - len(sequence)))
+        return nn.functional.one_hot(torch.tensor(rows), self.n_classes).float()
+
+    def predict_symbols(self, sequences: list[list[int]]) -> list[list[int]]:
+        """The model's answer to each sequence, as plain lists of ints (cut at the end symbol, if it pads)."""
+        predicted = self.predict(self.encode(sequences)).cpu()
+        pad = self.pad
+        return [row[: row.index(pad)] if pad is not None and pad in row else row for row in predicted.tolist()]
