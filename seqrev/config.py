@@ -92,6 +92,9 @@ def validate(cfg: DictConfig, cuda_available: bool | None = None) -> None:
     _choice(cfg, "model.attention", ("multiplicative", "additive"))
     _positive_number(cfg, "model.optimizer.lr")
     _integer(cfg, "trainer.max_epochs", 1)
+    _positive_number(cfg, "trainer.gradient_clip_val")
+    _choice(cfg, "trainer.gradient_clip_algorithm", ("norm", "value"))
+    _integer(cfg, "trainer.accumulate_grad_batches", 1)
     precision = _get(cfg, "trainer.precision")
     if precision is not None and str(precision) not in PRECISIONS:
         raise ConfigError(f"trainer.precision={precision!r} is not allowed: choose one of {', '.join(PRECISIONS)} "

@@ -61,19 +61,20 @@ def grouped(runs: list[dict]) -> dict[tuple[int, int], dict[str, list[dict]]]:
     return table
 
 
-def task_and_cell(run: dict) -> tuple[str, str]:
-    """The (task, cell) a run belongs to; runs from before tasks and cells existed were reversal with LSTMs."""
+def task_and_cell(run: dict) -> tuple[str, str, str]:
+    """The (task, cell, learning-rate schedule) a run belongs to; runs from before tasks, cells and
+    schedules existed were reversal with LSTMs at a constant rate."""
     task = run.get("task") or "reverse"
     if (run.get("min_timesteps") or run.get("timesteps")) != run.get("timesteps"):
         task += f" (lengths {run['min_timesteps']}–{run['timesteps']})"
-    return task, run.get("cell") or "lstm"
+    return task, run.get("cell") or "lstm", run.get("scheduler") or "none"
 
 
-TUTORIAL_SETTING = ("reverse", "lstm")
+TUTORIAL_SETTING = ("reverse", "lstm", "none")
 
 
-def by_task_and_cell(runs: list[dict]) -> dict[tuple[str, str], list[dict]]:
-    """Runs grouped by (task, cell), the tutorial's own setting first."""
+def by_task_and_cell(runs: list[dict]) -> dict[tuple[str, str, str], list[dict]]:
+    """Runs grouped by (task, cell, schedule), the tutorial's own setting first."""
     groups: dict[tuple[str, str], list[dict]] = defaultdict(list)
     for run in runs:
         groups[task_and_cell(run)].append(run)
@@ -84,10 +85,10 @@ def markdown(runs: list[dict], warnings: list[str]) -> str:
     ok = [r for r in runs if r.get("status") == "ok"]
     lines = [f"# seqrev report: {len(ok)} finished runs", ""]
     groups = by_task_and_cell(ok)
-    for (task, cell), group in groups.items():
-        if list(groups) != [TUTORIAL_SETTING]:  # one table set per task and cell
-            lines += [f"# task={task}, cell={cell}", ""]
-        lines += _tables(group, with_tutorial=(task, cell) == TUTORIAL_SETTING)
+    for (task, cell, schedule), group in groups.items():
+        if list(groups) != [TUTORIAL_SETTING]:  # one table set per task, cell and schedule
+            lines += [f"# task={task}, cell={cell}" + (f", scheduler={schedule}" if schedule != "none" else ""), ""]
+        lines += _tables(group, with_tutorial=(task, cell, schedule) == TUTORIAL_SETTING)
     failed = [r for r in runs if r.get("status") != "ok"]
     if failed:
         lines += ["## Jobs that did not finish", ""]

@@ -26,6 +26,7 @@ class RunIdentity(TypedDict):
     n_features: int | None
     units: int | None
     seed: int | None
+    scheduler: str | None  # the learning-rate schedule's class name, "none" for the tutorial's constant rate
 
 
 class RunScores(TypedDict):

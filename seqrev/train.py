@@ -36,7 +36,8 @@ def describe(cfg: DictConfig) -> RunIdentity:
     select = lambda key: OmegaConf.select(cfg, key, default=None, throw_on_missing=False)  # noqa: E731
     return {"model": _model_name(str(select("model._target_") or "")), "timesteps": select("data.timesteps"),
             "n_features": select("data.n_features"), "units": select("model.units"), "seed": select("seed"),
-            "task": select("data.task"), "min_timesteps": select("data.min_timesteps"), "cell": select("model.cell")}
+            "task": select("data.task"), "min_timesteps": select("data.min_timesteps"), "cell": select("model.cell"),
+            "scheduler": str(select("model.scheduler._target_") or "none").rpartition(".")[2]}
 
 
 def _model_name(target: str) -> str | None:
@@ -50,11 +51,16 @@ def _model_name(target: str) -> str | None:
     return next((name for name, cls in WIRINGS.items() if f"{cls.__module__}.{cls.__name__}" == target), target or None)
 
 
+STEP_OPTIONS = ("gradient_clip_val", "gradient_clip_algorithm", "accumulate_grad_batches")
+
+
 def build(cfg: DictConfig):
     """Threads, seeds, then the data module, model and trainer (with callbacks and loggers) from the config."""
     import torch
     from hydra.utils import instantiate
     from lightning.pytorch import seed_everything
+
+    from seqrev.models.base import StepOptions
 
     # `import lightning` gives its logger a console handler of its own; Hydra's handlers already print
     # and file every record, so without this each Lightning message would appear twice.
@@ -67,7 +73,11 @@ def build(cfg: DictConfig):
     model = instantiate(cfg.model)
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values()]
     loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values()]
-    trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    # Lightning refuses its clipping and accumulation under manual optimisation: seqrev's step applies them
+    trainer_settings = OmegaConf.to_container(cfg.trainer, resolve=True)
+    model.step_options = StepOptions(**{key: trainer_settings.pop(key) for key in STEP_OPTIONS
+                                        if trainer_settings.get(key) is not None})
+    trainer = instantiate(trainer_settings, callbacks=callbacks, logger=loggers or False)
     set_determinism(bool(cfg.trainer.get("deterministic")))
     return datamodule, model, trainer
 

@@ -60,7 +60,7 @@ def test_checkpoints_carry_plain_hyperparameters(run_dir):
     assert checkpoint["seqrev_wiring"] == "both_outputs"
     assert checkpoint["hyper_parameters"] == {
         "n_features": 10, "timesteps": 4, "units": 16, "init": "keras", "cell": "lstm", "padded": False,
-        "optimizer": {"_target_": "torch.optim.Adam", "lr": 0.001, "eps": 1e-07}}
+        "optimizer": {"_target_": "torch.optim.Adam", "lr": 0.001, "eps": 1e-07}, "scheduler": None}
     assert checkpoint["ReversedSequenceData"]["task"] == "reverse"
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import torch
@@ -37,18 +38,35 @@ KERAS_ADAM = {"_target_": "torch.optim.Adam", "lr": 1e-3, "eps": 1e-7}
 """Keras' Adam defaults: lr 1e-3 and epsilon 1e-7 (PyTorch's is 1e-8)."""
 
 
-def optimizer_class(target: str) -> type[torch.optim.Optimizer]:
-    """The optimiser class a dotted path names; ValueError unless it is a torch.optim.Optimizer."""
+def settings_class(target: str, kind: str, bases: tuple[type, ...]) -> type:
+    """The class a dotted path names (an optimiser or a schedule); ValueError unless it is one of `bases`."""
     import importlib
 
     module, _, name = target.rpartition(".")
     try:
         found = getattr(importlib.import_module(module), name)
     except (ImportError, AttributeError, ValueError):
-        raise ValueError(f"optimizer {target!r} cannot be found") from None
-    if not (isinstance(found, type) and issubclass(found, torch.optim.Optimizer)):
-        raise ValueError(f"optimizer {target!r} is not a torch.optim.Optimizer")
+        raise ValueError(f"{kind} {target!r} cannot be found") from None
+    if not (isinstance(found, type) and issubclass(found, bases)):
+        raise ValueError(f"{kind} {target!r} is not a {' or '.join(b.__name__ for b in bases)}")
     return found
+
+
+def plain(settings: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """Settings as a plain dict (a Hydra DictConfig in, interpolations resolved), for checkpoints."""
+    return None if settings is None else {str(key): settings[key] for key in settings}
+
+
+@dataclass
+class StepOptions:
+    """Lightning's training options, applied inside seqrev's own step (Lightning refuses them under manual
+    optimisation): gradient clipping as `trainer.gradient_clip_val` / `gradient_clip_algorithm` do, and
+    `trainer.accumulate_grad_batches` batches per optimiser step (the last incomplete group of an epoch
+    still steps; each loss is divided by N, as Lightning does)."""
+
+    gradient_clip_val: float | None = None
+    gradient_clip_algorithm: str = "norm"
+    accumulate_grad_batches: int = 1
 
 
 class Seq2SeqModel(LightningModule):
@@ -57,13 +75,17 @@ class Seq2SeqModel(LightningModule):
     name: ClassVar[str]
 
     def __init__(self, n_features: int, timesteps: int, units: int = 16, init: Init = "keras", cell: Cell = "lstm",
-                 padded: bool = False, optimizer: Mapping[str, Any] | None = None) -> None:
+                 padded: bool = False, optimizer: Mapping[str, Any] | None = None,
+                 scheduler: Mapping[str, Any] | None = None) -> None:
         super().__init__()
         # Every checkpoint carries the constructor's arguments, so `Wiring.load_from_checkpoint(path)`
-        # rebuilds the model with no config at hand; the optimiser as plain settings, never an object.
-        self.optimizer_settings = dict(KERAS_ADAM) if optimizer is None else {str(k): optimizer[k] for k in optimizer}
-        self.save_hyperparameters(ignore=["optimizer"], logger=False)
-        self.hparams["optimizer"] = self.optimizer_settings
+        # rebuilds the model with no config at hand; optimiser and schedule as plain settings, never objects.
+        self.optimizer_settings = plain(optimizer) or dict(KERAS_ADAM)
+        self.scheduler_settings = plain(scheduler)
+        self.save_hyperparameters(ignore=["optimizer", "scheduler"], logger=False)
+        self.hparams.update(optimizer=self.optimizer_settings, scheduler=self.scheduler_settings)
+        self.step_options = StepOptions()
+        self._accumulated = 0  # batches whose gradients wait for the next optimiser step
         self.n_features, self.timesteps, self.units, self.init, self.cell = n_features, timesteps, units, init, cell
         # With padding, one more symbol in and out: "no symbol here" (see seqrev.tasks).
         self.pad = n_features if padded else None
@@ -107,9 +129,17 @@ class Seq2SeqModel(LightningModule):
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["seqrev_wiring"] = self.name  # which class to rebuild (seqrev.load), by name, never by import
 
-    def configure_optimizers(self) -> torch.optim.Optimizer:
+    def configure_optimizers(self) -> torch.optim.Optimizer | dict[str, Any]:
         settings = dict(self.optimizer_settings)
-        return optimizer_class(settings.pop("_target_"))([p for p in self.parameters() if p.requires_grad], **settings)
+        optimizer_cls = settings_class(settings.pop("_target_"), "optimizer", (torch.optim.Optimizer,))
+        optimizer = optimizer_cls([p for p in self.parameters() if p.requires_grad], **settings)
+        if not self.scheduler_settings:
+            return optimizer
+        settings = dict(self.scheduler_settings)
+        schedules = (torch.optim.lr_scheduler.LRScheduler, torch.optim.lr_scheduler.ReduceLROnPlateau)
+        scheduler = settings_class(settings.pop("_target_"), "scheduler", schedules)(optimizer, **settings)
+        # Stepped by seqrev once per epoch (see on_train_epoch_end); Lightning keeps its state in checkpoints.
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}
 
     def training_step(self, batches: list[Batch], batch_idx: int) -> None:
         # The per-batch loop is the hot path, and at these model sizes Lightning's per-batch wrappers
@@ -121,18 +151,27 @@ class Seq2SeqModel(LightningModule):
         backward = self._backward_function()
         step_progress = optimizer_step_progress(self.trainer)
         autocast = torch.is_autocast_enabled(self.device.type)
+        options = self.step_options
+        accumulate, clip = options.accumulate_grad_batches, options.gradient_clip_val
+        last_call = batch_idx == self.trainer.num_training_batches - 1
         correct, scored, loss_sum = [], [], 0.0
-        for inputs, targets in batches:
+        for i, (inputs, targets) in enumerate(batches):
             logits = self.training_forward(inputs, targets)
             scored.append(self.scored(targets))
             loss = self.loss(logits, targets, scored[-1])
-            optimizer.zero_grad(set_to_none=True)
-            backward(loss)
-            step_progress.increment_ready()
-            optimizer.step()
-            step_progress.increment_completed()
-            if autocast:  # autocast keeps low-precision copies of the weights until its context ends, which
-                torch.clear_autocast_cache()  # is this whole call: drop them, the weights just changed
+            if self._accumulated == 0:
+                optimizer.zero_grad(set_to_none=True)
+            backward(loss / accumulate if accumulate > 1 else loss)
+            self._accumulated += 1
+            if self._accumulated == accumulate or (last_call and i == len(batches) - 1):  # epoch's end steps too
+                if clip is not None:
+                    self.clip_gradients(optimizer, clip, options.gradient_clip_algorithm)
+                step_progress.increment_ready()
+                optimizer.step()
+                step_progress.increment_completed()
+                self._accumulated = 0
+                if autocast:  # autocast keeps low-precision copies of the weights until its context ends,
+                    torch.clear_autocast_cache()  # which is this whole call: drop them, the weights changed
             correct.append(logits.detach().argmax(-1) == targets)
             loss_sum = loss_sum + loss.detach() * len(targets)
         self.train_scores.update(torch.cat(correct), loss_sum, None if self.pad is None else torch.cat(scored))
@@ -168,6 +207,16 @@ class Seq2SeqModel(LightningModule):
     # Scores are read and logged once per epoch: no host sync inside the step loop.
     def on_train_epoch_end(self) -> None:
         self._log_scores("train", self.train_scores)
+        # The epoch's learning rate, then the schedule's step (after validation, as Lightning steps an
+        # epoch-interval schedule; ReduceLROnPlateau reads this epoch's validation loss).
+        self.log("train/learning_rate", self.optimizers().optimizer.param_groups[0]["lr"], on_epoch=True)
+        scheduler = self.lr_schedulers()
+        if scheduler is None:
+            return
+        if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+            scheduler.step(self.trainer.callback_metrics["val/loss"])
+        else:
+            scheduler.step()
 
     def on_validation_epoch_end(self) -> None:
         self._log_scores("val", self.val_scores)
