@@ -75,6 +75,7 @@ def plain_fit(cfg) -> tuple[float, int]:
     torch.use_deterministic_algorithms(False)  # PyTorch's default, whatever a Trainer set before
     seed_everything(cfg.seed, verbose=False)
     datamodule, model = instantiate(cfg.data), instantiate(cfg.model)
+    clip = cfg.trainer.get("gradient_clip_val")
     datamodule.prepare()
     device = device_of(cfg)
     model.to(device)
@@ -90,6 +91,8 @@ def plain_fit(cfg) -> tuple[float, int]:
             loss = model.loss(model.training_forward(inputs, targets), targets)  # teacher forcing for decoders
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
+            if clip is not None:  # what trainer.gradient_clip_val does in seqrev's step
+                torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], clip)
             optimizer.step()
             steps += 1
         model.eval()
@@ -102,9 +105,10 @@ def plain_fit(cfg) -> tuple[float, int]:
     return seconds, steps
 
 
-def per_step(wirings: list[str], timesteps: list[int], epochs: int, repeats: int, quick: bool) -> list[dict]:
+def per_step(wirings: list[str], timesteps: list[int], epochs: int, repeats: int, quick: bool,
+             extra_overrides: list[str] = ()) -> list[dict]:
     rows = []
-    extra = ["data.n_train=320"] if quick else []
+    extra = (["data.n_train=320"] if quick else []) + list(extra_overrides)
     with tempfile.TemporaryDirectory() as scratch:
         for wiring in wirings:
             for t in timesteps:
@@ -228,6 +232,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--epochs", type=int, default=5, help="epochs per measured fit (per-step part)")
     parser.add_argument("--repeats", type=int, default=3, help="interleaved repeats (median reported)")
     parser.add_argument("--e2e-epochs", type=int, default=20, help="epochs of the whole-process runs")
+    parser.add_argument("--clip", type=float, help="gradient clipping (norm) in both loops, per-step part")
+    parser.add_argument("--scheduler", choices=["none", "plateau", "cosine"], default="none",
+                        help="seqrev's learning-rate schedule, per-step part (the plain loop has none)")
     args = parser.parse_args(argv)
     import logging
     logging.getLogger("lightning").setLevel(logging.WARNING)  # keep the table readable
@@ -239,7 +246,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"whole processes, both_outputs T=4, {args.e2e_epochs} epochs, median of {args.repeats}:", flush=True)
     whole = end_to_end(args.e2e_epochs, args.repeats)
     print(f"per training step, interleaved, median of {args.repeats} ({args.epochs} epochs each):", flush=True)
-    steps = per_step(args.wirings, args.timesteps, args.epochs, args.repeats, args.quick)
+    extra = ([f"trainer.gradient_clip_val={args.clip}"] if args.clip else []) + [f"scheduler={args.scheduler}"]
+    steps = per_step(args.wirings, args.timesteps, args.epochs, args.repeats, args.quick, extra)
     print(f"  wall: seqrev {whole['seqrev_wall_s']:.2f} s, plain {whole['plain_wall_s']:.2f} s, "
           f"ratio {whole['wall_ratio']:.3f}")
     print(f"  start to first training step: seqrev {whole['seqrev_first_step_s']:.2f} s, "
