@@ -42,7 +42,11 @@ def fit(*overrides: str) -> RunResults:
         cfg.hydra.overrides.task = overrides
     HydraConfig.instance().set_config(cfg)
     job_cfg = OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"])
-    validate(job_cfg)  # before the run folder exists, so a bad value leaves nothing behind
+    try:
+        validate(job_cfg)  # before the run folder exists, so a bad value leaves nothing behind
+    except Exception:
+        HydraConfig.instance().cfg = None
+        raise
     hydra_dir = run_dir / ".hydra"
     hydra_dir.mkdir(parents=True, exist_ok=True)
     OmegaConf.save(job_cfg, hydra_dir / "config.yaml")
@@ -63,3 +67,4 @@ def fit(*overrides: str) -> RunResults:
     finally:
         seqrev_log.removeHandler(log_file)
         log_file.close()
+        HydraConfig.instance().cfg = None  # the next run in this process must not see this one's choices

@@ -77,7 +77,7 @@ def build(cfg: DictConfig):
     trainer_settings = OmegaConf.to_container(cfg.trainer, resolve=True)
     model.step_options = StepOptions(**{key: trainer_settings.pop(key) for key in STEP_OPTIONS
                                         if trainer_settings.get(key) is not None})
-    trainer = instantiate(trainer_settings, callbacks=callbacks, logger=loggers or False)
+    trainer = instantiate(trainer_settings, callbacks=callbacks, logger=loggers or False, _convert_="all")
     set_determinism(bool(cfg.trainer.get("deterministic")))
     return datamodule, model, trainer
 

@@ -47,7 +47,6 @@ def test_under_bf16_autocast_recurrent_layers_compute_in_float32_and_dense_in_bf
     assert set(dtypes.values()) == {torch.float32}
 
 
-@pytest.mark.slow
 def test_bf16_mixed_gives_the_same_numbers_for_any_steps_per_call(tmp_path):
     """Autocast caches low-precision copies of the weights for as long as its context lasts, which is a
     whole Lightning call of up to 64 optimiser steps: stale copies would make the numbers depend on it."""
