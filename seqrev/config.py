@@ -27,6 +27,37 @@ def _padded(task: str, timesteps: int, min_timesteps: int) -> bool:
 if not OmegaConf.has_resolver("seqrev_padded"):
     OmegaConf.register_new_resolver("seqrev_padded", _padded)
 
+NAMED_IN_RUN_NAME = {"model", "data.timesteps", "model.units", "seed", "size"}
+SWEPT_ENV = "SEQREV_SWEPT"  # the keys a sweep's command line varies, set by seqrev.train.cli for its jobs
+
+
+def _swept_settings() -> str:
+    """',key=value' for each setting a sweep varies beyond the four every job name shows (model,
+    timesteps, units, seed), so that two jobs never differ only by their number: e.g. ',n_train=500'."""
+    import os
+
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return ""
+    hydra_cfg = HydraConfig.get()
+    swept = {key for key in os.environ.get(SWEPT_ENV, "").split(",") if key}
+    swept |= set((OmegaConf.select(hydra_cfg, "sweeper.params", default=None) or {}).keys())
+    swept = {key.lstrip("+~") for key in swept} - NAMED_IN_RUN_NAME
+    parts = []
+    for override in hydra_cfg.overrides.task:
+        key, _, value = override.partition("=")
+        key = key.lstrip("+~")
+        if key in swept:
+            short = key.rpartition(".")[2]
+            name = key if short in {"model", "timesteps", "units", "seed", "size"} else short
+            parts.append(f",{name}={value.replace('/', '_')}")
+    return "".join(parts)
+
+
+if not OmegaConf.has_resolver("seqrev_swept"):
+    OmegaConf.register_new_resolver("seqrev_swept", _swept_settings)
+
 PRECISIONS = ("32", "32-true", "bf16-mixed", "bf16-true", "64", "64-true")
 
 

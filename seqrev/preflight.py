@@ -48,6 +48,19 @@ def check_writable(args: list[str], multirun: bool) -> None:
                       f"{key}PATH.")
 
 
+def swept_keys(argv: list[str]) -> list[str]:
+    """The keys a sweep's command line gives several values (`a=1,2`, `range(...)`, `glob(...)`)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    if not SWEEP_FLAGS & set(argv):
+        return []
+    try:
+        overrides = OverridesParser.create().parse_overrides([a for a in argv[1:] if not a.startswith("-")])
+    except Exception:  # noqa: BLE001 - Hydra will say what is wrong with the line
+        return []
+    return [o.key_or_group for o in overrides if o.is_sweep_override() and not o.is_hydra_override()]
+
+
 def check_group_choices(args: list[str], config_dir: Path) -> None:
     """`group=option` for one of seqrev's config groups must name an option that exists."""
     import re

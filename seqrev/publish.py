@@ -6,9 +6,9 @@ import logging
 from pathlib import Path
 from typing import NamedTuple
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
-from seqrev.results import IDENTITY_FIELDS, RunResults
+from seqrev.results import IDENTITY_FIELDS, RunResults, flat_settings
 
 log = logging.getLogger("seqrev")
 HPARAMS_METRICS = ("test_acc", "test_seq_acc", "train_acc", "val_acc", "epochs_run")
@@ -34,9 +34,9 @@ def log_to_tensorboard(trainer, cfg: DictConfig, results: RunResults, examples: 
     for logger in trainer.loggers:
         if not isinstance(logger, TensorBoardLogger):
             continue
-        params = {key: results[key] for key in IDENTITY_FIELDS}
-        params.update(lr=OmegaConf.select(cfg, "model.optimizer.lr", default=None), batch_size=cfg.data.batch_size,
-                      init=OmegaConf.select(cfg, "model.init", default=None))
+        params = {key: results[key] for key in IDENTITY_FIELDS if key != "config"}
+        params.update({key: value if isinstance(value, (int, float, str, bool)) else str(value)  # every setting
+                       for key, value in flat_settings(results.get("config")).items() if key not in params})
         logger.log_hyperparams(params, {f"hparams/{key}": results[key] for key in HPARAMS_METRICS})
         rows = "\n".join(f"| {x} | {y} | {p} | {y == p} |" for x, y, p in examples)
         logger.experiment.add_text("examples", "| input | expected | predicted | right |\n|---|---|---|---|\n" + rows,

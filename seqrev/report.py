@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from seqrev.catalog import ordered
-from seqrev.results import FILENAME, read_results
+from seqrev.results import FILENAME, flat_settings, read_results
 
 
 def tutorial_figures() -> dict[str, Any]:
@@ -61,76 +61,154 @@ def grouped(runs: list[dict]) -> dict[tuple[int, int], dict[str, list[dict]]]:
     return table
 
 
-def task_and_cell(run: dict) -> tuple[str, str, str]:
-    """The (task, cell, learning-rate schedule) a run belongs to; runs from before tasks, cells and
-    schedules existed were reversal with LSTMs at a constant rate."""
-    task = run.get("task") or "reverse"
-    if (run.get("min_timesteps") or run.get("timesteps")) != run.get("timesteps"):
-        task += f" (lengths {run['min_timesteps']}–{run['timesteps']})"
-    return task, run.get("cell") or "lstm", run.get("scheduler") or "none"
+# Table axes (rows: units, T; columns: the wiring; seeds pooled), copies of other settings, and the
+# lengths' lower bound when it only follows T: none of these split runs into separate experiments.
+AXES = {"seed", "data.seed", "data.timesteps", "model.units", "model.timesteps", "model.n_features", "model.padded"}
+
+# The tutorial's protocol: its figures and its mode baseline are shown only beside runs made with it.
+TUTORIAL_PROTOCOL = {
+    "data.task": "reverse", "data.n_features": 10, "data.n_train": 2000, "data.n_test": 200, "data.val_fraction": 0.1,
+    "data.batch_size": 32, "model.cell": "lstm", "model.init": "keras", "model.optimizer._target_": "torch.optim.Adam",
+    "model.optimizer.lr": 0.001, "model.optimizer.eps": 1e-07, "model.scheduler": None, "trainer.max_epochs": 100,
+    "trainer.precision": "32-true", "trainer.gradient_clip_val": None, "trainer.accumulate_grad_batches": 1,
+    "early_stopping.monitor": "val/loss", "early_stopping.patience": 5,
+}
 
 
-TUTORIAL_SETTING = ("reverse", "lstm", "none")
+def settings_of(run: dict) -> dict[str, Any]:
+    """What defines a run's experiment, one key per setting (table axes and seeds left out)."""
+    config = run.get("config")
+    if config is None:  # results from before `config` was recorded: what they do say
+        settings = {"data.task": run.get("task") or "reverse", "model.cell": run.get("cell") or "lstm",
+                    "scheduler": run.get("scheduler") or "none"}
+        if run.get("min_timesteps") not in (None, run.get("timesteps")):
+            settings["data.min_timesteps"] = run["min_timesteps"]
+        return settings
+    settings = {k: v for k, v in flat_settings(config).items() if k not in AXES}
+    if settings.get("data.min_timesteps") == run.get("timesteps"):
+        settings.pop("data.min_timesteps")  # fixed lengths: it only follows T
+    target = settings.pop("model.scheduler._target_", None)  # the schedule by its class name; None: constant
+    settings["model.scheduler"] = str(target).rpartition(".")[2] if target else None
+    for key in [k for k in settings if k.startswith("model.scheduler.") and k.endswith("T_max")]:
+        if settings[key] == settings.get("trainer.max_epochs"):
+            settings.pop(key)  # cosine over the epoch budget: it only follows trainer.max_epochs
+    return settings
 
 
-def by_task_and_cell(runs: list[dict]) -> dict[tuple[str, str, str], list[dict]]:
-    """Runs grouped by (task, cell, schedule), the tutorial's own setting first."""
-    groups: dict[tuple[str, str], list[dict]] = defaultdict(list)
-    for run in runs:
-        groups[task_and_cell(run)].append(run)
-    return dict(sorted(groups.items(), key=lambda item: (item[0] != TUTORIAL_SETTING, item[0])))
+def follows_tutorial(settings: dict[str, Any]) -> bool:
+    """Whether runs with these settings were made with the tutorial's protocol."""
+    if "trainer.max_epochs" not in settings:  # old results: only task, cell and schedule are known
+        return (settings.get("data.task"), settings.get("model.cell"), settings.get("scheduler")) == (
+            "reverse", "lstm", "none") and "data.min_timesteps" not in settings
+    return "data.min_timesteps" not in settings and all(
+        settings.get(key, "<absent>") == value for key, value in TUTORIAL_PROTOCOL.items())
+
+
+def experiments(runs: list[dict]) -> tuple[dict[str, Any], list[tuple[dict[str, Any], list[dict]]]]:
+    """The settings every run shares, and the runs grouped by the settings that vary among them
+    (every setting but the table's axes and the seed): like is only ever pooled with like."""
+    all_settings = [settings_of(run) for run in runs]
+    keys = sorted({key for settings in all_settings for key in settings})
+    varying = [k for k in keys if len({json.dumps(s.get(k, "<absent>"), sort_keys=True) for s in all_settings}) > 1]
+    shared = {k: all_settings[0][k] for k in keys if k not in varying} if all_settings else {}
+    groups: dict[str, tuple[dict[str, Any], list[dict]]] = {}
+    for run, settings in zip(runs, all_settings):
+        distinct = {k: settings.get(k, "<absent>") for k in varying}
+        groups.setdefault(json.dumps(distinct, sort_keys=True, default=str), (distinct, []))[1].append(run)
+    ordered_groups = sorted(groups.values(), key=lambda g: (not follows_tutorial({**shared, **g[0]}),
+                                                            json.dumps(g[0], sort_keys=True, default=str)))
+    return shared, ordered_groups
+
+
+def mode_baseline(n_features: int, timesteps: int) -> float:
+    """Token accuracy (%) of predicting each sequence's most frequent symbol at every position, for
+    uniform random symbols: E[largest count] / T, exactly (a generating function), without torch."""
+    from math import factorial
+
+    def at_most(m: int) -> float:  # P(no symbol occurs more than m times)
+        series = [1 / factorial(j) for j in range(m + 1)]
+        product = [1.0]
+        for _ in range(n_features):
+            product = [sum(product[i] * series[k - i] for i in range(max(0, k - m), min(k, len(product) - 1) + 1))
+                       for k in range(min(timesteps, len(product) - 1 + m) + 1)]
+        return factorial(timesteps) / n_features ** timesteps * (product[timesteps] if timesteps < len(product) else 0)
+
+    expected_max = sum(1 - at_most(m - 1) for m in range(1, timesteps + 1))
+    return 100 * expected_max / timesteps
+
+
+def _describe(settings: dict[str, Any]) -> str:
+    return ", ".join(f"{k}={'absent' if v == '<absent>' else v}" for k, v in settings.items())
 
 
 def markdown(runs: list[dict], warnings: list[str]) -> str:
     ok = [r for r in runs if r.get("status") == "ok"]
     lines = [f"# seqrev report: {len(ok)} finished runs", ""]
-    groups = by_task_and_cell(ok)
-    for (task, cell, schedule), group in groups.items():
-        if list(groups) != [TUTORIAL_SETTING]:  # one table set per task, cell and schedule
-            lines += [f"# task={task}, cell={cell}" + (f", scheduler={schedule}" if schedule != "none" else ""), ""]
-        lines += _tables(group, with_tutorial=(task, cell, schedule) == TUTORIAL_SETTING)
+    shared, groups = experiments(ok)
+    if shared and len(ok) > 1:
+        lines += ["Settings shared by every run: " + _describe(shared) + ".", ""]
+    conflicts = []
+    for distinct, group in groups:
+        if len(groups) > 1:  # one set of tables per experiment
+            lines += [f"# {_describe(distinct)}", ""]
+        settings = {**shared, **distinct}
+        tables, clashes = _tables(group, settings)
+        lines += tables
+        conflicts += clashes
     failed = [r for r in runs if r.get("status") != "ok"]
     if failed:
         lines += ["## Jobs that did not finish", ""]
         lines += [f"- `{r['job_dir']}`: {r.get('status')}: {r.get('error', 'no error recorded')}" for r in failed]
         lines.append("")
-    if warnings:
-        lines += ["## Warnings", ""] + [f"- {w}" for w in warnings] + [""]
+    if conflicts or warnings:
+        lines += ["## Warnings", ""] + [f"- {w}" for w in conflicts + warnings] + [""]
     return "\n".join(lines)
 
 
-def _tables(runs: list[dict], with_tutorial: bool) -> list[str]:
-    """Test token accuracy, sequence accuracy and epochs run: a row per (units, T), a column per wiring."""
+def _tables(runs: list[dict], settings: dict[str, Any]) -> tuple[list[str], list[str]]:
+    """Test token accuracy, sequence accuracy and epochs run: a row per (units, T), a column per wiring,
+    seeds pooled; two runs of one seed in a cell are a conflict, reported, never averaged."""
     table = grouped(runs)
     wirings = _ordered({m for cells in table.values() for m in cells})
-    figures = tutorial_figures()
-    lines = []
-    sections = [("Test token accuracy (%)", "test_acc", True, with_tutorial),
+    tutorial = follows_tutorial(settings)
+    figures = tutorial_figures() if tutorial else {"test_acc_percent": {}}
+    task = settings.get("data.task", "reverse")
+    n_features = settings.get("data.n_features", 10)
+    with_baseline = task in ("reverse", "copy") and "data.min_timesteps" not in settings
+    lines, conflicts = [], []
+    sections = [("Test token accuracy (%)", "test_acc", True, True),
                 ("Test sequence accuracy (%)", "test_seq_acc", True, False),
                 ("Epochs run", "epochs_run", False, False)]
-    for title, key, percent, reference_column in sections:
-        lines += [f"## {title}", "", "mean ± std over seeds (min–max)" +
-                  ("; the tutorial's figure in brackets" if reference_column else ""), ""]
-        lines.append("| units | T | " + " | ".join(wirings) + (" | mode baseline |" if reference_column else " |"))
-        lines.append("|---|---|" + "---|" * (len(wirings) + (1 if reference_column else 0)))
+    for title, key, percent, first in sections:
+        baseline_column = first and with_baseline
+        lines += [f"## {title}", "", "mean ± std over seeds (min–max), n = seeds" +
+                  ("; the tutorial's figure in brackets" if first and tutorial else ""), ""]
+        lines.append("| units | T | " + " | ".join(wirings) + (" | mode baseline |" if baseline_column else " |"))
+        lines.append("|---|---|" + "---|" * (len(wirings) + (1 if baseline_column else 0)))
         for units, timesteps in sorted(table):
             cells = []
             for wiring in wirings:
                 runs_here = table[(units, timesteps)].get(wiring, [])
+                seeds = [r.get("seed") for r in runs_here]
+                repeated = sorted({s for s in seeds if seeds.count(s) > 1}, key=str)
+                if repeated:
+                    cells.append("conflict: seed " + ", ".join(map(str, repeated)) + " twice")
+                    if first:
+                        jobs = [r["job_dir"] for r in runs_here if r.get("seed") in repeated]
+                        conflicts.append(f"{wiring}, units={units}, T={timesteps}: the same experiment and seed in "
+                                         f"{len(jobs)} runs ({', '.join(jobs)}); not averaged")
+                    continue
                 cell = summarise([r[key] for r in runs_here], percent, 2 if percent else 1)
                 if runs_here:
                     cell += f" n={len(runs_here)}"
                 reference = figures["test_acc_percent"].get(str(units), {}).get(str(timesteps), {}).get(wiring)
-                if reference_column and reference is not None:
+                if first and reference is not None:
                     cell += f" [{reference:.3f}]"
                 cells.append(cell)
-            baseline = figures["mode_baseline_percent"].get(str(timesteps))
-            tail = " |"
-            if reference_column:
-                tail = f" | {baseline:.2f} |" if baseline is not None else " | – |"
+            tail = f" | {mode_baseline(n_features, timesteps):.2f} |" if baseline_column else " |"
             lines.append(f"| {units} | {timesteps} | " + " | ".join(cells) + tail)
         lines.append("")
-    return lines
+    return lines, conflicts
 
 
 def write_csv(runs: list[dict], path: Path) -> None:
@@ -150,12 +228,12 @@ def plot(runs: list[dict], path: Path) -> bool:
         import matplotlib.pyplot as plt
     except ImportError:
         return False
-    groups = by_task_and_cell([r for r in runs if r.get("status") == "ok"])
+    shared, groups = experiments([r for r in runs if r.get("status") == "ok"])
     if not groups:
         return False
-    setting, first_group = next(iter(groups.items()))  # the tutorial's own setting when present
+    distinct, first_group = groups[0]  # the tutorial's own protocol when present
     table = grouped(first_group)
-    figures = tutorial_figures()["test_acc_percent"] if setting == TUTORIAL_SETTING else {}
+    figures = tutorial_figures()["test_acc_percent"] if follows_tutorial({**shared, **distinct}) else {}
     wirings = _ordered({m for cells in table.values() for m in cells})
     colours = {w: f"C{i}" for i, w in enumerate(wirings)}
     fig, (left, right) = plt.subplots(1, 2, figsize=(13, 5))

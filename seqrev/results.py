@@ -27,6 +27,7 @@ class RunIdentity(TypedDict):
     units: int | None
     seed: int | None
     scheduler: str | None  # the learning-rate schedule's class name, "none" for the tutorial's constant rate
+    config: dict[str, Any] | None  # every setting that defines the experiment: data, model, trainer, early_stopping
 
 
 class RunScores(TypedDict):
@@ -76,3 +77,14 @@ def read_results(path: str | Path) -> RunResults:
     if not isinstance(results, dict):
         raise ValueError(f"{path} does not hold a JSON object")
     return results
+
+
+def flat_settings(config: dict[str, Any] | None, prefix: str = "") -> dict[str, Any]:
+    """`config` as {"data.n_train": 2000, "model.optimizer.lr": 0.001, ...}: one key per setting."""
+    flat: dict[str, Any] = {}
+    for key, value in (config or {}).items():
+        if isinstance(value, dict):
+            flat.update(flat_settings(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = json.dumps(value) if isinstance(value, list) else value
+    return flat

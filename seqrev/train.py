@@ -21,9 +21,9 @@ import hydra
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from seqrev.catalog import CONFIG_DIR
-from seqrev.config import validate
+from seqrev.config import SWEPT_ENV, validate
 from seqrev.errors import EXPECTED_ERRORS, ConfigError, RunDirError
-from seqrev.preflight import check_command_line
+from seqrev.preflight import check_command_line, swept_keys
 from seqrev.publish import Example, log_to_tensorboard, print_report, symbols
 from seqrev.results import FILENAME, RunIdentity, RunResults, read_results, write_results
 from seqrev.rundir import continue_job, fail, last_checkpoint, refuse_existing_results, rewrite_argv_for_resume
@@ -37,7 +37,37 @@ def describe(cfg: DictConfig) -> RunIdentity:
     return {"model": _model_name(str(select("model._target_") or "")), "timesteps": select("data.timesteps"),
             "n_features": select("data.n_features"), "units": select("model.units"), "seed": select("seed"),
             "task": select("data.task"), "min_timesteps": select("data.min_timesteps"), "cell": select("model.cell"),
-            "scheduler": str(select("model.scheduler._target_") or "none").rpartition(".")[2]}
+            "scheduler": str(select("model.scheduler._target_") or "none").rpartition(".")[2],
+            "config": experiment_settings(cfg)}
+
+
+# What defines an experiment, recorded in results.json under `config` so runs compare without .hydra/
+# (the report groups by whatever of it varies): everything but where files go and how fast it runs.
+NOT_THE_EXPERIMENT = ("data._target_", "data.eval_batch_size", "data.steps_per_call", "model._target_",
+                      "model._recursive_", "trainer._target_", "trainer.default_root_dir", "trainer.plugins",
+                      "trainer.enable_progress_bar", "trainer.enable_model_summary", "trainer.log_every_n_steps",
+                      "trainer.num_sanity_val_steps", "trainer.deterministic")
+
+
+def experiment_settings(cfg: DictConfig) -> dict[str, Any] | None:
+    """The resolved data, model (optimizer and schedule included), trainer and early-stopping settings."""
+    try:
+        settings = {
+            "data": OmegaConf.to_container(cfg.data, resolve=True),
+            "model": OmegaConf.to_container(cfg.model, resolve=True),
+            "trainer": OmegaConf.to_container(cfg.trainer, resolve=True),
+            "early_stopping": OmegaConf.to_container(cfg.callbacks.early_stopping, resolve=True)
+            if OmegaConf.select(cfg, "callbacks.early_stopping") is not None else None,
+        }
+    except Exception:  # noqa: BLE001 - a config that cannot resolve (it failed validation): no record
+        return None
+    for key in NOT_THE_EXPERIMENT:
+        section, _, name = key.partition(".")
+        if isinstance(settings.get(section), dict):
+            settings[section].pop(name, None)
+    if isinstance(settings["early_stopping"], dict):
+        settings["early_stopping"].pop("_target_", None)
+    return settings
 
 
 def _model_name(target: str) -> str | None:
@@ -272,6 +302,7 @@ def main(cfg: DictConfig) -> float:
 def cli() -> None:
     try:
         check_command_line(sys.argv, CONFIG_DIR)
+        os.environ[SWEPT_ENV] = ",".join(swept_keys(sys.argv))  # job folders name what the sweep varies
         sys.argv = rewrite_argv_for_resume(sys.argv)
         refuse_existing_results(sys.argv)
     except EXPECTED_ERRORS as error:

@@ -71,3 +71,65 @@ def test_markdown_lists_wirings_in_the_tutorials_order(tmp_path):
     runs, _ = gather([tmp_path])
     header = next(line for line in markdown(runs, []).splitlines() if line.startswith("| units"))
     assert header.index("return_state") < header.index("both_outputs")
+
+
+def tutorial_config(timesteps: int, **changes) -> dict:
+    """results.json's `config` of a run made with the tutorial's protocol, with `changes` ("data.n_train": 500)."""
+    config = {"data": {"task": "reverse", "timesteps": timesteps, "min_timesteps": timesteps, "n_features": 10,
+                       "n_train": 2000, "n_test": 200, "val_fraction": 0.1, "batch_size": 32, "seed": 0},
+              "model": {"n_features": 10, "timesteps": timesteps, "padded": False, "units": 16, "cell": "lstm",
+                        "init": "keras", "optimizer": {"_target_": "torch.optim.Adam", "lr": 0.001, "eps": 1e-07},
+                        "scheduler": None},
+              "trainer": {"accelerator": "auto", "devices": 1, "max_epochs": 100, "precision": "32-true",
+                          "gradient_clip_val": None, "gradient_clip_algorithm": "norm", "accumulate_grad_batches": 1},
+              "early_stopping": {"monitor": "val/loss", "mode": "min", "patience": 5}}
+    for key, value in changes.items():
+        section, name = key.split(".", 1)
+        config[section][name] = value
+    return config
+
+
+def run_result(job: Path, acc: float, seed: int = 0, timesteps: int = 4, model: str = "both_outputs", **changes):
+    write(job, model=model, timesteps=timesteps, units=16, seed=seed, status="ok", test_acc=acc,
+          test_seq_acc=acc / 2, epochs_run=10, test_acc_per_position=[acc] * timesteps,
+          config=tutorial_config(timesteps, **changes))
+
+
+def test_runs_of_different_experiments_are_never_pooled(tmp_path):
+    run_result(tmp_path / "0", 0.26, **{"data.n_train": 500})
+    run_result(tmp_path / "1", 0.41, **{"data.n_train": 2000})
+    runs, _ = gather([tmp_path])
+    text = markdown(runs, [])
+    assert "# data.n_train=500" in text and "# data.n_train=2000" in text
+    assert "26.00 ± 0.00 (26.00–26.00) n=1" in text and "41.00 ± 0.00 (41.00–41.00) n=1" in text
+    assert "33.50" not in text  # the mean of the two would pool two experiments
+    # only the run made with the tutorial's protocol sits beside the tutorial's figures
+    assert text.count("[97.250]") == 1
+    assert text.index("# data.n_train=2000") < text.index("[97.250]")
+
+
+def test_two_runs_of_the_same_seed_are_a_conflict_not_an_average(tmp_path):
+    run_result(tmp_path / "a", 0.9, seed=0)
+    run_result(tmp_path / "b", 0.5, seed=0)
+    run_result(tmp_path / "c", 0.7, seed=1, model="return_state")
+    runs, _ = gather([tmp_path])
+    text = markdown(runs, [])
+    assert "conflict: seed 0 twice" in text and "not averaged" in text
+    assert "70.00 ± 0.00 (70.00–70.00) n=1" in text  # the other cell is unaffected
+
+
+def test_the_tutorials_figures_and_mode_baseline_only_beside_its_protocol(tmp_path):
+    run_result(tmp_path / "short", 0.5, **{"trainer.max_epochs": 20})
+    run_result(tmp_path / "five", 0.6, timesteps=6, **{"data.n_features": 5, "trainer.max_epochs": 20})
+    runs, _ = gather([tmp_path])
+    text = markdown(runs, [])
+    assert "[" not in text.split("## Warnings")[0].replace("[absent]", "")  # no tutorial figure anywhere
+    from seqrev.report import mode_baseline
+    assert f"| {mode_baseline(5, 6):.2f} |" in text and f"| {mode_baseline(10, 4):.2f} |" in text
+    assert round(mode_baseline(10, 4), 2) == 38.35 and round(mode_baseline(10, 16), 1) == 23.6
+
+
+def test_padded_tasks_get_no_mode_baseline(tmp_path):
+    run_result(tmp_path / "sel", 0.8, timesteps=6, **{"data.task": "select_even", "data.min_timesteps": 4})
+    runs, _ = gather([tmp_path])
+    assert "mode baseline" not in markdown(runs, [])

@@ -1,4 +1,6 @@
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -94,3 +96,19 @@ def test_an_optuna_study_in_a_database_continues_across_searches(tmp_path):
     with sqlite3.connect(tmp_path / "study.db") as db:
         states = [row[0] for row in db.execute("SELECT state FROM trials")]
     assert len(states) == 4 and set(states) == {"COMPLETE"}  # the trials added up
+
+
+def test_job_folders_name_every_swept_setting_and_the_report_keeps_them_apart(tmp_path):
+    sweep = tmp_path / "sweep"
+    done = run_cli("-m", "data.n_train=200,300", "model.cell=lstm,gru", "trainer.max_epochs=1",
+                   f"hydra.sweep.dir={sweep}")
+    assert done.returncode == 0, done.stderr[-3000:]
+    names = sorted(p.name for p in sweep.iterdir() if p.is_dir())
+    assert names == [f"{i}_model=both_outputs,timesteps=4,units=16,seed=0,n_train={n},cell={c}"
+                     for i, (n, c) in enumerate([(200, "lstm"), (200, "gru"), (300, "lstm"), (300, "gru")])]
+    results = job_results(sweep)
+    assert {r["config"]["data"]["n_train"] for r in results.values()} == {200, 300}
+    report = subprocess.run([sys.executable, "-m", "seqrev.report", str(sweep)], capture_output=True, text=True)
+    assert report.returncode == 0, report.stderr
+    text = (sweep / "report.md").read_text()
+    assert text.count("# data.n_train=") == 4 and " n=2 " not in text  # one run per cell: nothing pooled

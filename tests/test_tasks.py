@@ -139,7 +139,7 @@ def test_a_sweep_over_tasks_reports_one_table_per_task(tmp_path):
     report = subprocess.run([sys.executable, "-m", "seqrev.report", str(sweep)], capture_output=True, text=True)
     assert report.returncode == 0, report.stderr
     text = (sweep / "report.md").read_text()
-    for heading in ("# task=reverse, cell=lstm", "# task=reverse, cell=gru", "# task=sort, cell=lstm",
-                    "# task=sort, cell=gru"):
+    for heading in ("# data.task=reverse, model.cell=lstm", "# data.task=reverse, model.cell=gru",
+                    "# data.task=sort, model.cell=lstm", "# data.task=sort, model.cell=gru"):
         assert heading in text
-    assert text.index("task=reverse, cell=lstm") < text.index("task=sort, cell=gru")
+    assert text.index("data.task=reverse, model.cell=lstm") < text.index("data.task=sort, model.cell=gru")
