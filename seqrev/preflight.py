@@ -21,7 +21,7 @@ SWEEP_FLAGS = {"-m", "--multirun"}
 def check_command_line(argv: list[str], config_dir: Path) -> None:
     """ConfigError for the first thing on `argv` (a `python -m seqrev.train` line) Hydra would refuse."""
     args = [a for a in argv[1:] if not a.startswith("-")]
-    check_group_choices(args, config_dir)
+    check_group_choices(args, [config_dir, *search_path(args)])
     if "trainer=ddp" in args and SWEEP_FLAGS & set(argv):
         raise ConfigError("trainer=ddp is for a single run and cannot be combined with -m (Lightning's DDP "
                           "re-launches the whole sweep in every process); run the sweep with "
@@ -61,16 +61,28 @@ def swept_keys(argv: list[str]) -> list[str]:
     return [o.key_or_group for o in overrides if o.is_sweep_override() and not o.is_hydra_override()]
 
 
-def check_group_choices(args: list[str], config_dir: Path) -> None:
-    """`group=option` for one of seqrev's config groups must name an option that exists."""
+def search_path(args: list[str]) -> list[Path]:
+    """The folders of `hydra.searchpath=[file://DIR,...]` on the line: configs of the user's own."""
+    import re
+
+    folders = []
+    for arg in args:
+        if arg.startswith("hydra.searchpath="):
+            folders += [Path(p) for p in re.findall(r"file://([^,\]'\"]+)", arg)]
+    return folders
+
+
+def check_group_choices(args: list[str], config_dirs: list[Path]) -> None:
+    """`group=option` for one of seqrev's config groups must name an option that exists (in seqrev's
+    configs or in a folder of the line's `hydra.searchpath`)."""
     import re
 
     for arg in args:
         match = re.fullmatch(r"[+~]?([a-z_]+)=([\w,.-]+)", arg)
-        if not match or not (config_dir / match.group(1)).is_dir():
+        if not match or not any((d / match.group(1)).is_dir() for d in config_dirs):
             continue
         group, values = match.groups()
-        options = sorted(p.stem for p in (config_dir / group).glob("*.yaml"))
+        options = sorted({p.stem for d in config_dirs for p in (d / group).glob("*.yaml")})
         for value in values.split(","):
             if value not in options and value != "null":
                 raise ConfigError(f"{group}={value!r} is not allowed: choose one of {', '.join(options)}.")
@@ -88,6 +100,8 @@ def _one_job(args: list[str]) -> list[str] | None:
     job = []
     for override in overrides:
         if override.is_hydra_override():
+            if override.get_key_element() == "hydra.searchpath":  # the user's own config folders count
+                job.append(override.input_line)
             continue
         if override.is_sweep_override():
             try:
@@ -123,7 +137,7 @@ def check_keys(args: list[str], config_dir: Path) -> None:
         return
     except (HydraException, OmegaConfBaseException) as error:
         first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-    groups = [o for o in job if "." not in o.split("=", 1)[0]]  # group choices shape which keys exist
+    groups = [o for o in job if "." not in o.split("=", 1)[0] or o.startswith("hydra.")]  # they shape the keys
     try:
         base = _compose(config_dir, groups, with_choices=True)
     except (HydraException, OmegaConfBaseException):
@@ -133,7 +147,7 @@ def check_keys(args: list[str], config_dir: Path) -> None:
         del base["hydra"]
     for override in job:
         key = override.split("=", 1)[0]
-        if key[:1] in "+~" or "." not in key:
+        if key[:1] in "+~" or "." not in key or key.startswith("hydra."):
             continue
         if OmegaConf.select(base, key, default=_ABSENT) is _ABSENT:
             raise ConfigError(unknown_key_sentence(base, key, choices.get(key.split(".")[0])))

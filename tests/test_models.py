@@ -19,6 +19,23 @@ def test_output_shape(model_name, timesteps, units):
     assert logits.shape == (5, timesteps, 10)
 
 
+@pytest.mark.parametrize("name", sorted(WIRINGS))
+def test_every_wiring_has_its_declared_parameter_count_shapes_and_gradients_everywhere(name):
+    """For every wiring the project has (and any it gains): the count declared beside the class,
+    (B, T, F) logits, and a gradient reaching every trainable parameter."""
+    model = build(name)
+    assert model.keras_parameters is not None, f"{name}: declare keras_parameters beside the class"
+    assert model.trainable_params == model.keras_parameters
+    x = torch.nn.functional.one_hot(torch.randint(0, 10, (6, 4)), 10).float()
+    targets = x.argmax(-1).flip(1)
+    assert model(x).shape == (6, 4, 10)
+    model.loss(model.training_forward(x, targets), targets).backward()
+    for parameter_name, parameter in model.named_parameters():
+        if parameter.requires_grad:
+            reached = parameter.grad is not None and parameter.grad.abs().sum() > 0
+            assert reached, f"{name}: no gradient at {parameter_name}"
+
+
 def test_trainable_parameters_match_keras(model_name):
     expected = 1898 if model_name == "single_default" else 4010
     assert build(model_name).trainable_params == expected

@@ -73,6 +73,14 @@ class Seq2SeqModel(LightningModule):
     """Maps one-hot inputs (B, T, F) to logits (B, T, F); trained with cross-entropy over every token."""
 
     name: ClassVar[str]
+    """The wiring's name (its config file's name); a subclass without one is named after its class."""
+    keras_parameters: ClassVar[int | None] = None
+    """Trainable parameters at 16 units, 10 symbols, T=4, as Keras counts them (tests check it)."""
+
+    def __init_subclass__(cls, **kwargs) -> None:
+        super().__init_subclass__(**kwargs)
+        if "name" not in cls.__dict__:
+            cls.name = cls.__name__
 
     def __init__(self, n_features: int, timesteps: int, units: int = 16, init: Init = "keras", cell: Cell = "lstm",
                  padded: bool = False, optimizer: Mapping[str, Any] | None = None,

@@ -24,6 +24,7 @@ class EncoderDecoder(Seq2SeqModel):
     """Encoder LSTM -> final (h, c) -> decoder LSTM fed its previous token -> per-step Dense."""
 
     name = "encoder_decoder"
+    keras_parameters = 3690
 
     def __init__(self, **kwargs) -> None:
         super().__init__(**kwargs)
@@ -78,6 +79,7 @@ class Attention(EncoderDecoder):
     """
 
     name = "attention"
+    keras_parameters = 4474
 
     def __init__(self, attention: AttentionKind = "multiplicative", **kwargs) -> None:
         super().__init__(**kwargs)

@@ -18,6 +18,7 @@ class SingleDefault(Seq2SeqModel):
     """Model 1: one LSTM; its last hidden state, repeated T times, feeds a per-step Dense."""
 
     name = "single_default"
+    keras_parameters = 1898
 
     def __init__(self, **kwargs) -> None:
         super().__init__(**kwargs)
@@ -34,6 +35,7 @@ class StackedDefault(Seq2SeqModel):
     """Model 2: two LSTMs joined by repeated last hidden states; layer 2 starts from zeros."""
 
     name = "stacked_default"
+    keras_parameters = 4010
 
     def __init__(self, **kwargs) -> None:
         super().__init__(**kwargs)
@@ -52,6 +54,7 @@ class ReturnSequences(Seq2SeqModel):
     """Model 3: layer 2 reads every hidden state of layer 1; layer 2 starts from zeros."""
 
     name = "return_sequences"
+    keras_parameters = 4010
 
     def __init__(self, **kwargs) -> None:
         super().__init__(**kwargs)
@@ -70,6 +73,7 @@ class ReturnState(Seq2SeqModel):
     """Model 4: layer 2 reads layer 1's last hidden state repeated, and starts from its final (h, c)."""
 
     name = "return_state"
+    keras_parameters = 4010
 
     def __init__(self, **kwargs) -> None:
         super().__init__(**kwargs)
@@ -88,6 +92,7 @@ class BothOutputs(Seq2SeqModel):
     """Model 5: layer 2 reads every hidden state of layer 1 *and* starts from its final (h, c)."""
 
     name = "both_outputs"
+    keras_parameters = 4010
 
     def __init__(self, **kwargs) -> None:
         super().__init__(**kwargs)
