@@ -37,7 +37,9 @@ def log_to_tensorboard(trainer, cfg: DictConfig, results: RunResults, examples: 
         params = {key: results[key] for key in IDENTITY_FIELDS if key != "config"}
         params.update({key: value if isinstance(value, (int, float, str, bool)) else str(value)  # every setting
                        for key, value in flat_settings(results.get("config")).items() if key not in params})
-        logger.log_hyperparams(params, {f"hparams/{key}": results[key] for key in HPARAMS_METRICS})
+        metrics = {f"hparams/{key}": results[key] for key in HPARAMS_METRICS}
+        metrics.update({f"hparams/extra/{key}": value for key, value in results.get("extra", {}).items()})
+        logger.log_hyperparams(params, metrics)
         rows = "\n".join(f"| {x} | {y} | {p} | {y == p} |" for x, y, p in examples)
         logger.experiment.add_text("examples", "| input | expected | predicted | right |\n|---|---|---|---|\n" + rows,
                                    trainer.global_step)

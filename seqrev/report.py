@@ -68,8 +68,8 @@ AXES = {"seed", "data.seed", "data.timesteps", "model.units", "model.timesteps",
 # The tutorial's protocol: its figures and its mode baseline are shown only beside runs made with it.
 TUTORIAL_PROTOCOL = {
     "data.task": "reverse", "data.n_features": 10, "data.n_train": 2000, "data.n_test": 200, "data.val_fraction": 0.1,
-    "data.batch_size": 32, "model.cell": "lstm", "model.init": "keras", "model.optimizer._target_": "torch.optim.Adam",
-    "model.optimizer.lr": 0.001, "model.optimizer.eps": 1e-07, "model.scheduler": None, "trainer.max_epochs": 100,
+    "data.batch_size": 32, "model.cell": "lstm", "model.init": "keras", "model.optimizer": "Adam(lr=0.001, eps=1e-07)",
+    "model.scheduler": None, "trainer.max_epochs": 100,
     "trainer.precision": "32-true", "trainer.gradient_clip_val": None, "trainer.accumulate_grad_batches": 1,
     "early_stopping.monitor": "val/loss", "early_stopping.patience": 5,
 }
@@ -87,11 +87,10 @@ def settings_of(run: dict) -> dict[str, Any]:
     settings = {k: v for k, v in flat_settings(config).items() if k not in AXES}
     if settings.get("data.min_timesteps") == run.get("timesteps"):
         settings.pop("data.min_timesteps")  # fixed lengths: it only follows T
-    target = settings.pop("model.scheduler._target_", None)  # the schedule by its class name; None: constant
-    settings["model.scheduler"] = str(target).rpartition(".")[2] if target else None
-    for key in [k for k in settings if k.startswith("model.scheduler.") and k.endswith("T_max")]:
-        if settings[key] == settings.get("trainer.max_epochs"):
-            settings.pop(key)  # cosine over the epoch budget: it only follows trainer.max_epochs
+    for part in ("model.optimizer", "model.scheduler"):  # one setting each: Adam(lr=0.001, eps=1e-07)
+        values = {k.removeprefix(part + "."): settings.pop(k) for k in list(settings) if k.startswith(part + ".")}
+        target = str(values.pop("_target_", "")).rpartition(".")[2]
+        settings[part] = f"{target}({', '.join(f'{k}={v}' for k, v in values.items())})" if target else None
     return settings
 
 
@@ -212,6 +211,10 @@ def _tables(runs: list[dict], settings: dict[str, Any]) -> tuple[list[str], list
 
 
 def write_csv(runs: list[dict], path: Path) -> None:
+    # a user's extra/ scalars get a column each; the settings too, one column per setting
+    runs = [{**{k: v for k, v in r.items() if k not in ("extra", "config")},
+             **{f"extra/{k}": v for k, v in (r.get("extra") or {}).items()},
+             **{f"config/{k}": v for k, v in flat_settings(r.get("config")).items()}} for r in runs]
     fields = ["job_dir"] + sorted({k for r in runs for k in r} - {"job_dir", "traceback"})
     with open(path, "w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=fields, extrasaction="ignore")

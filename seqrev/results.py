@@ -44,6 +44,7 @@ class RunScores(TypedDict):
     test_seq_acc: float
     test_loss: float
     test_acc_per_position: list[float]
+    extra: dict[str, float]  # scalars logged under `extra/` by a callback of the user's
     fit_seconds: float
     resumed: bool
 

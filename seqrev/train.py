@@ -168,6 +168,7 @@ def fit(trainer, model, datamodule, about: RunIdentity, run_dir: Path, resume_fr
 def score(trainer, model, datamodule, n_examples: int) -> tuple[dict[str, Any], list[Example]]:
     """The trained model's scores (test set through the Trainer, the tutorial's after-training train
     accuracy on every training pair) and its answers to the first `n_examples` test pairs."""
+    extra = extra_scalars(trainer)  # read before testing, which starts the logged values afresh
     trainer.test(model, datamodule=datamodule, verbose=False)
     train_scores = model.evaluate(datamodule.train_full_dataloader())
     stopper = trainer.early_stopping_callback
@@ -179,12 +180,20 @@ def score(trainer, model, datamodule, n_examples: int) -> tuple[dict[str, Any], 
         "val_acc": val["acc"], "val_loss": val["loss"],
         "test_acc": test["acc"], "test_seq_acc": test["seq_acc"], "test_loss": test["loss"],
         "test_acc_per_position": test["acc_per_position"],
+        "extra": {**extra, **extra_scalars(trainer)},
     }
     inputs, targets = (t[:n_examples] for t in datamodule.test)
     predictions = model.predict(inputs).cpu()
     examples = [Example(symbols(x.argmax(-1), model.pad), symbols(y, model.pad), symbols(p, model.pad))
                 for x, y, p in zip(inputs.cpu(), targets.cpu(), predictions)]
     return scores, examples
+
+
+def extra_scalars(trainer) -> dict[str, float]:
+    """Scalars a callback of the user's logged under `extra/` (their latest values): a convention that puts
+    them into results.json, TensorBoard's HPARAMS and the report's CSV (README "Your own experiments")."""
+    return {key.removeprefix("extra/"): float(value) for key, value in trainer.callback_metrics.items()
+            if key.startswith("extra/")}
 
 
 def publish(trainer, cfg: DictConfig, results: RunResults, examples: list[Example]) -> None:

@@ -1,0 +1,67 @@
+"""The README's "Your own experiments", run as a user would: a wiring, a config and a callback of their
+own in their own folder (docs/own_experiment), nothing in seqrev edited."""
+
+import csv
+import json
+import shutil
+import subprocess
+import sys
+
+import pytest
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from conftest import ROOT
+
+# The README's commands, word for word but for a shorter epoch budget.
+SWEEP = ["-m", "hydra.searchpath=[file://my_conf]", "model=reversed_input,both_outputs", "optimizer=adam,sgd",
+         "trainer.max_epochs=5", "+callbacks.largest_weight._target_=my_callbacks.LargestWeight",
+         "hydra.sweep.dir=sweep"]
+
+
+@pytest.fixture(scope="module")
+def own_folder(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("mine") / "own_experiment"
+    shutil.copytree(ROOT / "docs" / "own_experiment", folder, ignore=shutil.ignore_patterns("sweep", "outputs"))
+    done = subprocess.run([sys.executable, "-m", "seqrev.train", *SWEEP], cwd=folder, capture_output=True, text=True,
+                          timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return folder
+
+
+def test_a_wiring_of_your_own_runs_sweeps_and_reports_under_its_own_name(own_folder):
+    sweep = own_folder / "sweep"
+    jobs = sorted(p.name for p in sweep.iterdir() if p.is_dir())
+    assert jobs[0] == "0_model=reversed_input,timesteps=4,units=16,seed=0,optimizer=adam"
+    results = json.loads((sweep / jobs[0] / "results.json").read_text())
+    assert results["model"] == "reversed_input" and results["status"] == "ok"
+    assert results["trainable_params"] == 4010
+    assert results["extra"]["largest_output_weight"] > 0  # the callback's extra/ scalar
+    events = EventAccumulator(str(sweep / jobs[0]))
+    events.Reload()
+    assert "hparams/extra/largest_output_weight" in events.Tags()["scalars"]
+
+    report = subprocess.run([sys.executable, "-m", "seqrev.report", "sweep"], cwd=own_folder, capture_output=True,
+                            text=True)
+    assert report.returncode == 0, report.stderr
+    text = (sweep / "report.md").read_text()
+    assert "# model.optimizer=Adam(lr=0.001, eps=1e-07)" in text and "# model.optimizer=SGD(" in text
+    header = next(line for line in text.splitlines() if line.startswith("| units"))
+    assert header.index("both_outputs") < header.index("reversed_input")  # the tutorial's first, then yours
+    rows = list(csv.DictReader(open(sweep / "report.csv")))
+    assert all(float(row["extra/largest_output_weight"]) > 0 for row in rows)
+
+
+def test_a_wiring_of_your_own_loads_and_predicts(own_folder):
+    code = ("import sys, seqrev, my_wirings; m = seqrev.load(sys.argv[1]); "
+            "print(type(m).__name__, m.predict_symbols([[3, 2, 9, 1]]))")
+    job = next((own_folder / "sweep").glob("0_*"))
+    done = subprocess.run([sys.executable, "-c", code, str(job)], cwd=own_folder, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("ReversedInput [[")
+
+
+def test_a_typo_in_your_own_wirings_name_is_one_sentence(own_folder):
+    done = subprocess.run([sys.executable, "-m", "seqrev.train", "hydra.searchpath=[file://my_conf]",
+                           "model=reversed_inptu"], cwd=own_folder, capture_output=True, text=True)
+    assert done.returncode == 2 and done.stderr.count("\n") == 1
+    assert "model='reversed_inptu' is not allowed" in done.stderr and "reversed_input" in done.stderr
