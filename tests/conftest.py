@@ -34,6 +34,16 @@ def run_cli(*args: str, timeout: float = 300, env: dict | None = None) -> subpro
                           text=True, timeout=timeout, env=environment)
 
 
+def wait_until_paused(marker: Path, process: subprocess.Popen, timeout: float = 300) -> None:
+    """Wait for a run's probes.PauseAtEpoch to touch `marker`; fail if the run ends or hangs first."""
+    import time
+    deadline = time.time() + timeout
+    while not marker.exists():
+        assert process.poll() is None, f"the run ended before it paused (exit status {process.returncode})"
+        assert time.time() < deadline, f"the run did not pause within {timeout:.0f} s"
+        time.sleep(0.05)
+
+
 @pytest.fixture(params=MODELS)
 def model_name(request) -> str:
     return request.param

@@ -6,12 +6,11 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, run_cli
+from conftest import ROOT, run_cli, wait_until_paused
 
 SMALL = ("data.n_train=300", "data.n_test=100", "trainer.max_epochs=4", "callbacks.early_stopping.patience=100")
 PROBES = {"PYTHONPATH": str(ROOT / "tests")}
@@ -57,10 +56,7 @@ def test_a_sweep_killed_mid_job_continues_where_it_stopped(tmp_path):
     line = ["-m", "model=return_state,both_outputs,single_default", *SMALL, *pause, f"hydra.sweep.dir={sweep}"]
     process = subprocess.Popen([sys.executable, "-m", "seqrev.train", *line], cwd=ROOT, env={**os.environ, **PROBES},
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    deadline = time.time() + 300
-    while not marker.exists():
-        assert process.poll() is None and time.time() < deadline, "the sweep ended or hung before job 1 paused"
-        time.sleep(0.05)
+    wait_until_paused(marker, process)
     os.killpg(process.pid, signal.SIGKILL)  # job 0 done, job 1 after exactly 2 epochs, job 2 not started
     process.wait()
     finished_before = fingerprint(sweep / "0_model=return_state,timesteps=4,units=16,seed=0")

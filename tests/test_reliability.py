@@ -3,7 +3,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -11,7 +10,7 @@ import torch
 
 from seqrev.train import train
 
-from conftest import ROOT, compose_config, run_cli
+from conftest import ROOT, compose_config, run_cli, wait_until_paused
 
 METRICS = ("train_acc", "val_acc", "val_loss", "test_acc", "test_seq_acc", "test_loss", "test_acc_per_position",
            "epochs_run", "stopped_early")
@@ -148,11 +147,7 @@ def start_paused_run(run_dir: Path, pause_after: int, *args: str) -> tuple[subpr
         # a shell starts background jobs with SIGINT ignored, and children inherit that: undo it, so
         # Ctrl-C reaches the run however the test suite itself was started
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
-    deadline = time.time() + 300
-    while not marker.exists():
-        assert process.poll() is None, f"the run ended before it paused: {process.stderr.read()[-2000:]}"
-        assert time.time() < deadline, "the run did not pause within 5 minutes"
-        time.sleep(0.05)
+    wait_until_paused(marker, process)
     return process, marker
 
 

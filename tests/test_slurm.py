@@ -5,11 +5,10 @@ import os
 import shutil
 import subprocess
 import sys
-import time
 
 import pytest
 
-from conftest import ROOT, run_cli
+from conftest import ROOT, run_cli, wait_until_paused
 
 
 def slurm_answers() -> bool:
@@ -48,10 +47,7 @@ def test_a_job_requeued_mid_training_continues_from_its_checkpoint(tmp_path):
     sweep_process = subprocess.Popen([sys.executable, "-m", "seqrev.train", *SLURM, "model=both_outputs", *SMALL,
                                       *pause, f"hydra.sweep.dir={sweep}"], cwd=ROOT, env=env, text=True,
                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    deadline = time.time() + 300
-    while not marker.exists():
-        assert sweep_process.poll() is None and time.time() < deadline, "the job ended or hung before it paused"
-        time.sleep(0.2)
+    wait_until_paused(marker, sweep_process)
     job_ids = [p.name for p in (sweep / ".submitit").iterdir() if p.is_dir()]  # submitit's folder per job: its id
     assert len(job_ids) == 1, job_ids
     job_id = job_ids[0]

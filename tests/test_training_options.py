@@ -6,7 +6,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 import pytest
 import torch
@@ -18,7 +17,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from seqrev.models.wirings import BothOutputs
 from seqrev.train import build, train
 
-from conftest import ROOT, compose_config, run_cli
+from conftest import ROOT, compose_config, run_cli, wait_until_paused
 
 SMALL = ("data.n_train=300", "data.n_test=50", "trainer.max_epochs=2")
 
@@ -134,10 +133,7 @@ def test_a_resumed_run_with_a_schedule_equals_an_uninterrupted_one(tmp_path):
          f"+callbacks.pause.marker={marker}"],
         cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT / "tests")}, stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL)
-    deadline = time.time() + 300
-    while not marker.exists():
-        assert process.poll() is None and time.time() < deadline
-        time.sleep(0.05)
+    wait_until_paused(marker, process)
     process.send_signal(signal.SIGKILL)
     process.wait()
     resumed = run_cli(f"resume={run_dir}", env={"PYTHONPATH": str(ROOT / "tests")})
