@@ -79,7 +79,9 @@ def plain_fit(cfg) -> tuple[float, int]:
     datamodule.prepare()
     device = device_of(cfg)
     model.to(device)
-    optimizer = model.configure_optimizers()
+    optimizer, scheduler = model.configure_optimizers(), None
+    if isinstance(optimizer, dict):  # with a learning-rate schedule: stepped once an epoch, as seqrev does
+        optimizer, scheduler = optimizer["optimizer"], optimizer["lr_scheduler"]["scheduler"]
     train_split = tuple(t.to(device) for t in datamodule.train)
     batches = BatchGroups(*train_split, datamodule.batch_size, 1, True, datamodule.shuffle_generator)
     val_inputs, val_targets = (t.to(device) for t in datamodule.val)
@@ -100,6 +102,10 @@ def plain_fit(cfg) -> tuple[float, int]:
             logits = model(val_inputs)
             val_loss = model.loss(logits, val_targets).item()  # .item() waits for the device, as seqrev's epoch does
             (logits.argmax(-1) == val_targets).float().mean().item()
+        if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+            scheduler.step(val_loss)
+        elif scheduler is not None:
+            scheduler.step()
     seconds = time.perf_counter() - started
     assert val_loss == val_loss, "validation loss is NaN"
     return seconds, steps
