@@ -93,12 +93,14 @@ def test_a_failed_job_is_run_again_from_scratch(tmp_path):
 
 
 def test_a_folder_holding_another_job_is_refused_and_left_alone(tmp_path):
+    # Job folders name what the sweep varies (here lr), not its fixed settings: change one of those and
+    # the same folder names now stand for other jobs.
     sweep = tmp_path / "sweep"
     first = run_cli("-m", "model.optimizer.lr=0.01,0.002", *SMALL, "trainer.max_epochs=1", f"hydra.sweep.dir={sweep}")
     assert first.returncode == 0, first.stderr[-3000:]
     before = fingerprint(sweep)
-    other = run_cli("-m", "model.optimizer.lr=0.03,0.004", *SMALL, "trainer.max_epochs=1", f"hydra.sweep.dir={sweep}")
+    other = run_cli("-m", "model.optimizer.lr=0.01,0.002", *SMALL, "trainer.max_epochs=2", f"hydra.sweep.dir={sweep}")
     assert other.stdout.count("job refused:") == 2
     assert "holds a job with other settings than this sweep's job there" in other.stdout
-    assert "model.optimizer.lr=0.03" in other.stdout
+    assert "trainer.max_epochs=2" in other.stdout and "trainer.max_epochs=1" in other.stdout
     assert fingerprint(sweep) == before
