@@ -25,7 +25,7 @@ def fit(*overrides: str) -> RunResults:
     from seqrev.config import validate
     from seqrev.preflight import check_command_line
     from seqrev.rundir import refuse_existing_results
-    from seqrev.train import _record_failure, train
+    from seqrev.train import record_failure, train
 
     overrides = list(overrides)
     argv = ["seqrev.fit", *overrides]
@@ -62,7 +62,7 @@ def fit(*overrides: str) -> RunResults:
     try:
         return train(job_cfg)
     except Exception as error:
-        _record_failure(job_cfg, error)
+        record_failure(job_cfg, error)
         raise
     finally:
         seqrev_log.removeHandler(log_file)

@@ -38,10 +38,6 @@ def gather(directories: list[Path]) -> tuple[list[dict], list[str]]:
     return runs, warnings
 
 
-def _ordered(names: set[str]) -> list[str]:
-    return ordered(names)
-
-
 def summarise(values: list[float], percent: bool = True, digits: int = 2) -> str:
     scale = 100 if percent else 1
     values = [scale * v for v in values]
@@ -168,7 +164,7 @@ def _tables(runs: list[dict], settings: dict[str, Any]) -> tuple[list[str], list
     """Test token accuracy, sequence accuracy and epochs run: a row per (units, T), a column per wiring,
     seeds pooled; two runs of one seed in a cell are a conflict, reported, never averaged."""
     table = grouped(runs)
-    wirings = _ordered({m for cells in table.values() for m in cells})
+    wirings = ordered({m for cells in table.values() for m in cells})
     tutorial = follows_tutorial(settings)
     figures = tutorial_figures() if tutorial else {"test_acc_percent": {}}
     task = settings.get("data.task", "reverse")
@@ -237,7 +233,7 @@ def plot(runs: list[dict], path: Path) -> bool:
     distinct, first_group = groups[0]  # the tutorial's own protocol when present
     table = grouped(first_group)
     figures = tutorial_figures()["test_acc_percent"] if follows_tutorial({**shared, **distinct}) else {}
-    wirings = _ordered({m for cells in table.values() for m in cells})
+    wirings = ordered({m for cells in table.values() for m in cells})
     colours = {w: f"C{i}" for i, w in enumerate(wirings)}
     fig, (left, right) = plt.subplots(1, 2, figsize=(13, 5))
     for units in sorted({u for u, _ in table}):

@@ -59,6 +59,14 @@ def check_checkpoint(path: Path) -> int:
     return int(checkpoint["epoch"]) + 1
 
 
+def run_status(run_dir: Path) -> str | None:
+    """The `status` a run folder's results.json records (ok, failed, interrupted); None without a readable one."""
+    try:
+        return read_results(run_dir / FILENAME).get("status")
+    except (OSError, ValueError):
+        return None
+
+
 JOB_FILE = "job.json"
 """A sweep job's own record of its overrides, written when it starts: Hydra rewrites `.hydra/` at
 every start, so this is what tells whether a folder still holds the job the sweep now wants."""
@@ -81,12 +89,7 @@ def continue_job(job_dir: Path, overrides: list[str]) -> tuple[str, int]:
             changed = sorted(set(saved or []) ^ set(overrides))
             raise RunDirError(f"{job_dir} holds a job with other settings than this sweep's job there "
                               f"(differing: {', '.join(changed)}); use another hydra.sweep.dir, or delete that folder.")
-    status = None
-    if (job_dir / FILENAME).is_file():
-        try:
-            status = read_results(job_dir / FILENAME).get("status")
-        except (OSError, ValueError):
-            status = None
+    status = run_status(job_dir)
     if status == "ok":
         return "skip", 0
     if status != "failed" and last_checkpoint(job_dir).is_file():
@@ -122,13 +125,8 @@ def resume_argv(run_dir_arg: str, other_args: list[str]) -> list[str]:
         raise RunDirError(f"resume={run_dir_arg!r}: there is no such directory.")
     if not overrides_file.is_file():
         raise RunDirError(f"resume={run_dir_arg!r} is not a seqrev run directory (it has no .hydra/overrides.yaml).")
-    if (run_dir / FILENAME).is_file():
-        try:
-            status = read_results(run_dir / FILENAME).get("status")
-        except (OSError, ValueError):
-            status = None
-        if status == "ok":
-            raise RunDirError(f"resume={run_dir_arg!r}: that run already finished (results.json says status ok).")
+    if run_status(run_dir) == "ok":
+        raise RunDirError(f"resume={run_dir_arg!r}: that run already finished (results.json says status ok).")
     if not last_checkpoint(run_dir).is_file():
         raise RunDirError(f"resume={run_dir_arg!r}: there is no checkpoint to resume from "
                           f"({LAST_CHECKPOINT} is missing; the run stopped before its first epoch ended).")

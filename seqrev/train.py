@@ -203,7 +203,7 @@ def publish(trainer, cfg: DictConfig, results: RunResults, examples: list[Exampl
     print_report(results, examples)
 
 
-def _record_failure(cfg: DictConfig, error: BaseException) -> str | None:
+def record_failure(cfg: DictConfig, error: BaseException) -> str | None:
     """results.json with `status: failed` and the cause; or, when it cannot be written, why not."""
     run_dir = Path(OmegaConf.select(cfg, "paths.output_dir", default="."))
     results = {**describe(cfg), "status": "failed", "error": describe_error(error),
@@ -297,7 +297,7 @@ def main(cfg: DictConfig) -> float:
             _remove_if_only_hydra_files(Path(cfg.paths.output_dir))
             unrecorded = None
         else:
-            unrecorded = _record_failure(cfg, error)
+            unrecorded = record_failure(cfg, error)
         if unrecorded:
             message += f"; {unrecorded}"
         if sweep:  # the sweep goes on; this job's folder says what went wrong
