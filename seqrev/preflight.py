@@ -30,13 +30,19 @@ def check_command_line(argv: list[str], config_dir: Path) -> None:
     check_writable(args, multirun=bool(SWEEP_FLAGS & set(argv)))
 
 
+def output_folder(args: list[str], multirun: bool) -> Path:
+    """The folder a run or sweep writes into: the one given on the command line, else (within) `outputs`."""
+    key = "hydra.sweep.dir=" if multirun else "hydra.run.dir="
+    given = [a.split("=", 1)[1].strip("'\"") for a in args if a.startswith(key)]
+    return Path(given[-1] if given else "outputs").absolute()
+
+
 def check_writable(args: list[str], multirun: bool) -> None:
     """The folder a run or sweep will write into must be writable: checked before Hydra makes it."""
     import os
 
     key = "hydra.sweep.dir=" if multirun else "hydra.run.dir="
-    given = [a.split("=", 1)[1].strip("'\"") for a in args if a.startswith(key)]
-    target = Path(given[-1] if given else "outputs").absolute()
+    target = output_folder(args, multirun)
     existing = target
     while not existing.exists() and existing != existing.parent:
         existing = existing.parent

@@ -11,6 +11,7 @@ import math
 import os
 import shutil
 import sys
+import threading
 import time
 import traceback
 import warnings
@@ -18,12 +19,14 @@ from pathlib import Path
 from typing import Any
 
 import hydra
+from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf.errors import OmegaConfBaseException
 
 from seqrev.catalog import CONFIG_DIR
 from seqrev.config import SWEPT_ENV, validate
 from seqrev.errors import EXPECTED_ERRORS, ConfigError, RunDirError
-from seqrev.preflight import check_command_line, swept_keys
+from seqrev.preflight import SWEEP_FLAGS, check_command_line, output_folder, swept_keys
 from seqrev.publish import Example, log_to_tensorboard, print_report, symbols
 from seqrev.results import FILENAME, RunIdentity, RunResults, read_results, write_results
 from seqrev.rundir import continue_job, fail, last_checkpoint, refuse_existing_results, rewrite_argv_for_resume
@@ -206,7 +209,7 @@ def publish(trainer, cfg: DictConfig, results: RunResults, examples: list[Exampl
 def record_failure(cfg: DictConfig, error: BaseException) -> str | None:
     """results.json with `status: failed` and the cause; or, when it cannot be written, why not."""
     run_dir = Path(OmegaConf.select(cfg, "paths.output_dir", default="."))
-    results = {**describe(cfg), "status": "failed", "error": describe_error(error),
+    results = {**describe(cfg), "status": "failed", "error": describe_error(error, run_dir),
                "error_type": type(error).__name__, "run_dir": str(run_dir)}
     if not isinstance(error, EXPECTED_ERRORS) and storage_problem(error) is None:
         results["traceback"] = traceback.format_exc()
@@ -231,15 +234,32 @@ def storage_problem(error: BaseException) -> OSError | None:
     return None
 
 
-def describe_error(error: BaseException) -> str:
-    """One sentence for any failure: the user's mistake as said, a storage problem as what, where, why."""
+def describe_error(error: BaseException, run_dir: Path | None = None) -> str:
+    """One sentence for any failure: the user's mistake as said, a storage problem as what, where, why
+    (the run folder stands for the file when the error names none, as TensorBoard's does not)."""
     if isinstance(error, EXPECTED_ERRORS):
         return str(error)
     problem = storage_problem(error)
     if problem is not None:
-        where = f" {problem.filename}" if problem.filename else ""
+        where = f" {problem.filename}" if problem.filename else f" in {run_dir}" if run_dir else ""
         return f"could not write{where}: {STORAGE_ERRNOS[problem.errno]}"
     return f"{type(error).__name__}: {error}"
+
+
+def quiet_storage_errors_in_threads() -> None:
+    """TensorBoard writes its events from a thread of its own. When the disk fills, that thread dies and
+    Python prints its traceback; TensorBoard then hands the same error to the next write in the main
+    thread, which says it in one sentence. So a storage error in a thread is left to that sentence."""
+    default = threading.excepthook
+    if getattr(default, "seqrev", False):
+        return
+
+    def hook(args: threading.ExceptHookArgs) -> None:
+        if storage_problem(args.exc_value) is None:
+            default(args)
+
+    hook.seqrev = True
+    threading.excepthook = hook
 
 
 def continue_sweep_job(cfg: DictConfig) -> RunResults | None:
@@ -277,6 +297,7 @@ def main(cfg: DictConfig) -> float:
     """Hydra entry point: one job. In a sweep a failed job is recorded and the sweep goes on, and a
     sweep run again continues: finished jobs are skipped, killed ones resumed, failed ones re-run."""
     logging.raiseExceptions = False  # a full disk must not turn every later log line into a traceback
+    quiet_storage_errors_in_threads()
     if _in_multirun():
         try:
             finished = continue_sweep_job(cfg)
@@ -289,9 +310,9 @@ def main(cfg: DictConfig) -> float:
     try:
         results = train(cfg)
     except Exception as error:  # noqa: BLE001 - every failure is recorded in results.json
-        if os.environ.get("HYDRA_FULL_ERROR") == "1":
+        if wants_tracebacks():
             raise
-        message = describe_error(error)
+        message = describe_error(error, Path(OmegaConf.select(cfg, "paths.output_dir", default=".")))
         sweep = _in_multirun()
         if isinstance(error, ConfigError) and not sweep:  # nothing ran: leave no half-made run directory behind
             _remove_if_only_hydra_files(Path(cfg.paths.output_dir))
@@ -308,6 +329,14 @@ def main(cfg: DictConfig) -> float:
     return float(value) if isinstance(value, (int, float)) else math.nan
 
 
+TRACEBACKS_ENV = "SEQREV_TRACEBACKS"  # the user's HYDRA_FULL_ERROR, kept while cli() sets Hydra's to 1
+
+
+def wants_tracebacks() -> bool:
+    """Whether the user asked for full tracebacks (`HYDRA_FULL_ERROR=1`)."""
+    return os.environ.get(TRACEBACKS_ENV, os.environ.get("HYDRA_FULL_ERROR")) == "1"
+
+
 def cli() -> None:
     try:
         check_command_line(sys.argv, CONFIG_DIR)
@@ -316,7 +345,19 @@ def cli() -> None:
         refuse_existing_results(sys.argv)
     except EXPECTED_ERRORS as error:
         fail(str(error))
-    main()
+    # What fails in Hydra's own code (writing .hydra/ on a full disk, a launcher) comes back here rather
+    # than as Hydra's traceback, to be said in one sentence like every other failure.
+    os.environ[TRACEBACKS_ENV] = "1" if wants_tracebacks() else "0"
+    os.environ["HYDRA_FULL_ERROR"] = "1"
+    try:
+        main()
+    except Exception as error:  # noqa: BLE001 - one sentence for anything main() itself did not say
+        if wants_tracebacks():
+            raise
+        hydra_said = isinstance(error, (HydraException, OmegaConfBaseException))
+        folder = output_folder([a for a in sys.argv[1:] if not a.startswith("-")], bool(SWEEP_FLAGS & set(sys.argv)))
+        message = " ".join(str(error).split()) if hydra_said else describe_error(error, folder)
+        fail(message, status=2 if hydra_said else 1)
 
 
 if __name__ == "__main__":

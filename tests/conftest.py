@@ -28,8 +28,9 @@ def compose_config(*overrides: str, output_dir: Path | None = None) -> DictConfi
 
 def run_cli(*args: str, timeout: float = 300, env: dict | None = None) -> subprocess.CompletedProcess:
     """`python -m seqrev.train ARGS` as a user types it."""
-    environment = {**os.environ, **(env or {})}
+    environment = {**os.environ}
     environment.pop("HYDRA_FULL_ERROR", None)
+    environment.update(env or {})
     return subprocess.run([sys.executable, "-m", "seqrev.train", *args], cwd=ROOT, capture_output=True,
                           text=True, timeout=timeout, env=environment)
 

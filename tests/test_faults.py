@@ -5,6 +5,7 @@ The run folder sits on a small tmpfs of its own; mounting one needs root (CI run
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -65,6 +66,29 @@ def test_disk_full_at_the_first_checkpoint(small_disk):
     no_partial_files(run_dir)
     results = json.loads((run_dir / "results.json").read_text())
     assert results["status"] == "failed" and "no space left" in results["error"]
+
+
+def test_a_disk_full_before_the_first_event_is_one_sentence_whichever_write_meets_it(small_disk):
+    """With fewer pages left the first failing write moves from a checkpoint to TensorBoard's event file
+    (written from a thread of its own, whose traceback must not reach the user) to Hydra's .hydra/ files."""
+    disk = small_disk("400k")
+    pages = (disk / "filler").open("wb")
+    sentences = []
+    for free in (6, 5, 4, 3, 2, 1):
+        pages.truncate(0)
+        pages.seek(0)
+        try:
+            pages.write(b"\0" * (4096 * (100 - free)))
+            pages.flush()
+        except OSError:  # the pages Hydra's folder keeps from the previous attempt: fill what is left
+            pass
+        run_dir = disk / f"run{free}"
+        done = run_cli(*TINY, "trainer.max_epochs=2", f"hydra.run.dir={run_dir}")
+        assert_one_sentence(done, "no space left on the device")
+        assert done.returncode == 1
+        sentences.append(done.stderr)
+        shutil.rmtree(run_dir)
+    assert "checkpoints/best.ckpt" in sentences[0] and f"could not write in {disk}/run1" in sentences[-1], sentences
 
 
 @pytest.mark.slow

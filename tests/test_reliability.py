@@ -75,6 +75,12 @@ def test_bad_input_on_the_command_line_ends_in_one_sentence_and_exit_status_2(tm
     assert not run_dir.exists()  # no half-made run directory left behind
 
 
+def test_hydra_full_error_still_gives_the_whole_traceback(tmp_path):
+    done = run_cli("data.timesteps=0", f"hydra.run.dir={tmp_path / 'run'}", env={"HYDRA_FULL_ERROR": "1"})
+    assert done.returncode != 0
+    assert "Traceback" in done.stderr and "seqrev/config.py" in done.stderr  # down to where it was refused
+
+
 def test_a_typo_in_a_sweep_is_refused_before_any_job_runs(tmp_path):
     sweep = tmp_path / "sweep"
     done = run_cli("-m", "model=return_state,both_outputs", "model.unitz=8", f"hydra.sweep.dir={sweep}")
