@@ -27,22 +27,25 @@ def check_command_line(argv: list[str], config_dir: Path) -> None:
                           "re-launches the whole sweep in every process); run the sweep with "
                           "hydra/launcher=joblib, or several single trainer=ddp runs.")
     check_keys(args, config_dir)
-    check_writable(args, multirun=bool(SWEEP_FLAGS & set(argv)))
+    check_writable(argv)
 
 
-def output_folder(args: list[str], multirun: bool) -> Path:
+def _folder_key(argv: list[str]) -> str:
+    return "hydra.sweep.dir=" if SWEEP_FLAGS & set(argv) else "hydra.run.dir="
+
+
+def output_folder(argv: list[str]) -> Path:
     """The folder a run or sweep writes into: the one given on the command line, else (within) `outputs`."""
-    key = "hydra.sweep.dir=" if multirun else "hydra.run.dir="
-    given = [a.split("=", 1)[1].strip("'\"") for a in args if a.startswith(key)]
+    given = [a.split("=", 1)[1].strip("'\"") for a in argv[1:] if a.startswith(_folder_key(argv))]
     return Path(given[-1] if given else "outputs").absolute()
 
 
-def check_writable(args: list[str], multirun: bool) -> None:
+def check_writable(argv: list[str]) -> None:
     """The folder a run or sweep will write into must be writable: checked before Hydra makes it."""
     import os
 
-    key = "hydra.sweep.dir=" if multirun else "hydra.run.dir="
-    target = output_folder(args, multirun)
+    key = _folder_key(argv)
+    target = output_folder(argv)
     existing = target
     while not existing.exists() and existing != existing.parent:
         existing = existing.parent

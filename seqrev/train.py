@@ -26,7 +26,7 @@ from omegaconf.errors import OmegaConfBaseException
 from seqrev.catalog import CONFIG_DIR
 from seqrev.config import SWEPT_ENV, validate
 from seqrev.errors import EXPECTED_ERRORS, ConfigError, RunDirError
-from seqrev.preflight import SWEEP_FLAGS, check_command_line, output_folder, swept_keys
+from seqrev.preflight import check_command_line, output_folder, swept_keys
 from seqrev.publish import Example, log_to_tensorboard, print_report, symbols
 from seqrev.results import FILENAME, RunIdentity, RunResults, read_results, write_results
 from seqrev.rundir import continue_job, fail, last_checkpoint, refuse_existing_results, rewrite_argv_for_resume
@@ -355,8 +355,7 @@ def cli() -> None:
         if wants_tracebacks():
             raise
         hydra_said = isinstance(error, (HydraException, OmegaConfBaseException))
-        folder = output_folder([a for a in sys.argv[1:] if not a.startswith("-")], bool(SWEEP_FLAGS & set(sys.argv)))
-        message = " ".join(str(error).split()) if hydra_said else describe_error(error, folder)
+        message = " ".join(str(error).split()) if hydra_said else describe_error(error, output_folder(sys.argv))
         fail(message, status=2 if hydra_said else 1)
 
 
