@@ -1,8 +1,13 @@
 """`python -m seqrev.bench`: seqrev's training path against a plain PyTorch loop, measured interleaved.
 
-Per step (in one process, A B A B ...): (a) seqrev's DataModule, LightningModule and Trainer exactly as
-`seqrev.train` builds them by default, callbacks, logger, validation and progress bar included, and
-(b) a plain loop over the same model class, batches, optimiser and a validation pass per epoch.
+Per step (in one process, interleaved, each path first in turn): (a) seqrev's DataModule,
+LightningModule and Trainer exactly as `seqrev.train` builds them by default, callbacks, logger and
+validation included (batches grouped per Lightning call); (b) the same with a callback that acts on
+every batch (Lightning's `Timer` with a duration), which puts the run on Lightning's own per-batch loop;
+(c) the reference: a LightningModule as a user would write it without seqrev (the same model, a
+DataLoader over a TensorDataset, automatic optimisation, Lightning's default Trainer with logger and
+checkpoints); (d) a plain loop over the same model class, batches, optimiser and a validation pass per
+epoch, the floor every ratio is taken against.
 End to end (whole processes, interleaved): `python -m seqrev.train` for a fixed number of epochs
 against a plain PyTorch script doing the same work, with start-up time and peak memory.
 Machines are noisy: compare the ratios, which are measured in the same run, not absolute times.
@@ -27,6 +32,7 @@ def compose(*overrides: str):
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
 
+    import seqrev.config  # noqa: F401 - registers the resolvers the configs use
     from seqrev.catalog import CONFIG_DIR
 
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
@@ -69,7 +75,7 @@ def plain_fit(cfg) -> tuple[float, int]:
     from hydra.utils import instantiate
     from lightning.pytorch import seed_everything
 
-    from seqrev.data import BatchGroups
+    from seqrev.data import Batches
 
     torch.set_num_threads(cfg.threads)
     torch.use_deterministic_algorithms(False)  # PyTorch's default, whatever a Trainer set before
@@ -83,17 +89,17 @@ def plain_fit(cfg) -> tuple[float, int]:
     if isinstance(optimizer, dict):  # with a learning-rate schedule: stepped once an epoch, as seqrev does
         optimizer, scheduler = optimizer["optimizer"], optimizer["lr_scheduler"]["scheduler"]
     train_split = tuple(t.to(device) for t in datamodule.train)
-    batches = BatchGroups(*train_split, datamodule.batch_size, 1, True, datamodule.shuffle_generator)
+    batches = Batches(*train_split, datamodule.batch_size, shuffle=True, generator=datamodule.shuffle_generator)
     val_inputs, val_targets = (t.to(device) for t in datamodule.val)
     steps = 0
     started = time.perf_counter()
     for _ in range(cfg.trainer.max_epochs):
         model.train()
-        for [(inputs, targets)] in batches:
+        for inputs, targets in batches:
             loss = model.loss(model.training_forward(inputs, targets), targets)  # teacher forcing for decoders
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            if clip is not None:  # what trainer.gradient_clip_val does in seqrev's step
+            if clip is not None:  # what trainer.gradient_clip_val does in Lightning's step
                 torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], clip)
             optimizer.step()
             steps += 1
@@ -111,33 +117,86 @@ def plain_fit(cfg) -> tuple[float, int]:
     return seconds, steps
 
 
+def reference_fit(cfg, scratch: Path) -> tuple[float, int]:
+    """What a user would write without seqrev: the same model class and pairs in a LightningModule with
+    automatic optimisation, DataLoaders over TensorDatasets, Lightning's default Trainer (TensorBoard
+    logger, checkpoints) without progress bar, on the same device. Timed as `seqrev_fit` is."""
+    import torch
+    from hydra.utils import instantiate
+    from lightning.pytorch import LightningModule, Trainer, seed_everything
+    from lightning.pytorch.loggers import TensorBoardLogger
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from seqrev.callbacks import TrainingTimer
+
+    class Reference(LightningModule):
+        def __init__(self, net) -> None:
+            super().__init__()
+            self.net = net
+
+        def training_step(self, batch, batch_idx):
+            inputs, targets = batch
+            logits = self.net.training_forward(inputs, targets)  # teacher forcing for decoders
+            return torch.nn.functional.cross_entropy(logits.flatten(0, 1), targets.flatten())
+
+        def validation_step(self, batch, batch_idx):
+            inputs, targets = batch
+            logits = self.net(inputs)
+            self.log("val/loss", torch.nn.functional.cross_entropy(logits.flatten(0, 1), targets.flatten()))
+            self.log("val/acc", (logits.argmax(-1) == targets).float().mean())
+
+        def configure_optimizers(self):
+            return self.net.configure_optimizers()
+
+    torch.set_num_threads(cfg.threads)
+    seed_everything(cfg.seed, verbose=False)
+    datamodule, net = instantiate(cfg.data), instantiate(cfg.model)
+    datamodule.prepare()
+    train = DataLoader(TensorDataset(*datamodule.train), batch_size=datamodule.batch_size, shuffle=True)
+    val = DataLoader(TensorDataset(*datamodule.val), batch_size=datamodule.batch_size)
+    timer = TrainingTimer()
+    trainer = Trainer(max_epochs=cfg.trainer.max_epochs, accelerator=device_of(cfg), devices=1,
+                      enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
+                      gradient_clip_val=cfg.trainer.get("gradient_clip_val"),
+                      logger=TensorBoardLogger(scratch), default_root_dir=scratch, callbacks=[timer])
+    trainer.fit(Reference(net), train, val)
+    return timer.seconds, trainer.global_step
+
+
+PATHS = ("grouped", "per_batch", "reference", "plain")
+PER_BATCH_CALLBACK = ("+callbacks.clock._target_=lightning.pytorch.callbacks.Timer",
+                      "+callbacks.clock.duration=99:00:00:00")  # checks the clock after every batch
+
+
 def per_step(wirings: list[str], timesteps: list[int], epochs: int, repeats: int, quick: bool,
              extra_overrides: list[str] = ()) -> list[dict]:
+    """Per-step time of each of PATHS, and each one's ratio against the plain loop of the same repeat."""
     rows = []
     extra = (["data.n_train=320"] if quick else []) + list(extra_overrides)
     with tempfile.TemporaryDirectory() as scratch:
         for wiring in wirings:
             for t in timesteps:
-                seqrev_ms, plain_ms, ratios = [], [], []
-                for repeat in range(-1, repeats):  # repeat -1 warms both paths up and is not counted
-                    out = Path(scratch) / f"{wiring}-{t}-{repeat}"
-                    cfg = compose(f"model={wiring}", f"data.timesteps={t}", f"trainer.max_epochs={epochs}",
-                                  f"paths.output_dir={out}", *extra)
-                    # A B, then B A: interleaved, and neither path always runs first
-                    if repeat % 2:
-                        (a_seconds, a_steps), (b_seconds, b_steps) = seqrev_fit(cfg), plain_fit(cfg)
-                    else:
-                        (b_seconds, b_steps), (a_seconds, a_steps) = plain_fit(cfg), seqrev_fit(cfg)
-                    if repeat < 0:
-                        continue
-                    seqrev_ms.append(1000 * a_seconds / a_steps)
-                    plain_ms.append(1000 * b_seconds / b_steps)
-                    ratios.append(seqrev_ms[-1] / plain_ms[-1])
-                rows.append({"wiring": wiring, "timesteps": t, "seqrev_ms_per_step": statistics.median(seqrev_ms),
-                             "plain_ms_per_step": statistics.median(plain_ms), "ratio": statistics.median(ratios),
-                             "repeats": repeats, "epochs": epochs})
-                print(f"  {wiring:17s} T={t:<3d} seqrev {rows[-1]['seqrev_ms_per_step']:.3f} ms/step  "
-                      f"plain {rows[-1]['plain_ms_per_step']:.3f} ms/step  ratio {rows[-1]['ratio']:.3f}", flush=True)
+                ms: dict[str, list[float]] = {path: [] for path in PATHS}
+                for repeat in range(-1, repeats):  # repeat -1 warms every path up and is not counted
+                    order = PATHS[repeat % len(PATHS):] + PATHS[:repeat % len(PATHS)]  # each path first in turn
+                    for path in order:
+                        cfg = compose(f"model={wiring}", f"data.timesteps={t}", f"trainer.max_epochs={epochs}",
+                                      f"paths.output_dir={Path(scratch) / f'{wiring}-{t}-{repeat}-{path}'}", *extra,
+                                      *(PER_BATCH_CALLBACK if path == "per_batch" else ()))
+                        if path == "reference":
+                            seconds, steps = reference_fit(cfg, Path(scratch) / "reference")
+                        else:
+                            seconds, steps = (plain_fit if path == "plain" else seqrev_fit)(cfg)
+                        if repeat >= 0:
+                            ms[path].append(1000 * seconds / steps)
+                row = {"wiring": wiring, "timesteps": t, "repeats": repeats, "epochs": epochs}
+                for path in PATHS:
+                    row[f"{path}_ms_per_step"] = statistics.median(ms[path])
+                    row[f"{path}_ratio"] = statistics.median(a / b for a, b in zip(ms[path], ms["plain"]))
+                rows.append(row)
+                print(f"  {wiring:17s} T={t:<3d} " + "  ".join(
+                    f"{path} {row[f'{path}_ms_per_step']:.3f} ms ({row[f'{path}_ratio']:.2f}x)" for path in PATHS),
+                    flush=True)
     return rows
 
 
@@ -260,10 +319,12 @@ def main(argv: list[str] | None = None) -> int:
           f"plain {whole['plain_first_step_s']:.2f} s")
     print(f"  peak resident memory: seqrev {whole['seqrev_peak_rss_mb']:.0f} MB, "
           f"plain {whole['plain_peak_rss_mb']:.0f} MB")
-    print("\n| wiring | T | seqrev ms/step | plain ms/step | ratio |\n|---|---|---|---|---|")
+    print("\nms per training step (ratio against the plain loop of the same repeat):")
+    print("| wiring | T | seqrev, grouped | seqrev, a per-batch callback | reference LightningModule | plain loop |")
+    print("|---|---|---|---|---|---|")
     for row in steps:
-        print(f"| {row['wiring']} | {row['timesteps']} | {row['seqrev_ms_per_step']:.3f} | "
-              f"{row['plain_ms_per_step']:.3f} | {row['ratio']:.3f} |")
+        print(f"| {row['wiring']} | {row['timesteps']} | " + " | ".join(
+            f"{row[f'{path}_ms_per_step']:.3f} ({row[f'{path}_ratio']:.2f}x)" for path in PATHS) + " |")
     if args.json:
         args.json.write_text(json.dumps({"per_step": steps, "end_to_end": whole}, indent=2))
     return 0

@@ -15,25 +15,37 @@ class EpochLog(Callback):
     """One line every `every_n_epochs` epochs (and the last): the epoch's train and validation scores.
 
     Seqrev's progress report instead of a progress bar: a bar redrawn per step costs time on runs
-    this small and fills log files and parallel sweeps with control characters.
+    this small and fills log files and parallel sweeps with control characters. Lightning calls a
+    callback's `on_train_epoch_end` before the module's, where the epoch's training scores are logged,
+    so an epoch's line is written when the next epoch starts, or when training ends.
     """
 
     def __init__(self, every_n_epochs: int = 10) -> None:
         self.every_n_epochs = every_n_epochs
+        self.finished_epoch: int | None = None  # the latest epoch whose line is still to be written
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
-        epoch = trainer.current_epoch + 1
-        if self.every_n_epochs < 1 or (epoch % self.every_n_epochs and epoch != trainer.max_epochs
-                                       and not trainer.should_stop):
-            return
+        self.finished_epoch = trainer.current_epoch + 1
+
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        due = self.finished_epoch is not None and self.every_n_epochs > 0
+        if due and self.finished_epoch % self.every_n_epochs == 0:
+            self._write(trainer)
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        if self.finished_epoch is not None and self.every_n_epochs > 0:
+            self._write(trainer)
+
+    def _write(self, trainer) -> None:
         metrics = trainer.callback_metrics
         shown = [f"{key} {metrics[key].item():.4f}" for key in ("train/loss", "train/acc", "val/loss", "val/acc")
                  if key in metrics]
-        log.info(f"epoch {epoch}/{trainer.max_epochs}: " + ", ".join(shown))
+        log.info(f"epoch {self.finished_epoch}/{trainer.max_epochs}: " + ", ".join(shown))
+        self.finished_epoch = None
 
 
 class FirstStepTimer(Callback):
-    """Writes the wall-clock time (time.time()) at which the first training batch starts to `path`.
+    """Writes the wall-clock time (time.time()) at which the first training epoch starts to `path`.
 
     Used by `seqrev.bench` to measure start-up: add it with
     `+callbacks.first_step_timer._target_=seqrev.callbacks.FirstStepTimer +callbacks.first_step_timer.path=FILE`.
@@ -43,7 +55,7 @@ class FirstStepTimer(Callback):
         self.path = Path(path)
         self.written = False
 
-    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+    def on_train_epoch_start(self, trainer, pl_module) -> None:  # per epoch, not per batch: steps stay grouped
         if not self.written:
             self.path.write_text(repr(time.time()))
             self.written = True

@@ -85,6 +85,17 @@ def _positive_number(cfg: DictConfig, key: str) -> float | None:
     return float(value)
 
 
+def _batches(cfg: DictConfig, key: str) -> None:
+    """Lightning's way of counting batches: a float is a fraction of them, an int a number of them.
+    None of these may be zero: a run needs training, validation (early stopping) and test scores."""
+    value = _get(cfg, key)
+    if value is None or (isinstance(value, float) and 0 < value <= 1):
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError(f"{key}={value!r} is not allowed: give a fraction above 0 up to 1.0 (e.g. 0.5) or a "
+                          "whole number of batches (e.g. 10).")
+
+
 def _choice(cfg: DictConfig, key: str, allowed: tuple[str, ...]) -> None:
     value = _get(cfg, key)
     if value is not None and value not in allowed:
@@ -123,6 +134,12 @@ def validate(cfg: DictConfig, cuda_available: bool | None = None) -> None:
     _choice(cfg, "model.attention", ("multiplicative", "additive"))
     _positive_number(cfg, "model.optimizer.lr")
     _integer(cfg, "trainer.max_epochs", 1)
+    max_steps = _get(cfg, "trainer.max_steps")
+    if max_steps != -1:
+        _integer(cfg, "trainer.max_steps", 1)
+    for key in ("limit_train_batches", "limit_val_batches", "limit_test_batches", "val_check_interval"):
+        _batches(cfg, f"trainer.{key}")
+    _integer(cfg, "trainer.check_val_every_n_epoch", 1)
     _positive_number(cfg, "trainer.gradient_clip_val")
     _choice(cfg, "trainer.gradient_clip_algorithm", ("norm", "value"))
     _integer(cfg, "trainer.accumulate_grad_batches", 1)

@@ -19,17 +19,18 @@ from seqrev.tasks import is_padded, make_pairs
 Batch = tuple[torch.Tensor, torch.Tensor]
 
 
-class BatchGroups:
-    """Iterates over an epoch as groups of `group_size` batches, each batch a slice of in-memory tensors.
+class Batches:
+    """Iterates over an epoch in batches, each a slice of in-memory tensors; or, with `group_size`, in
+    lists of that many batches.
 
-    A group is what one Lightning step receives: handing the framework several batches per call
-    spreads its fixed per-call overhead (the idea behind Keras' `steps_per_execution`), while the
-    model still takes one optimiser step per batch. With `shuffle`, the rows are permuted afresh each
-    epoch by `generator`, whose state the data module checkpoints so a resumed run reshuffles exactly
-    as an uninterrupted one would.
+    A group is what one grouped Lightning step receives (see `seqrev.stepping`): handing the framework
+    several batches per call spreads its fixed per-call cost (the idea behind Keras'
+    `steps_per_execution`), while the model still takes one optimiser step per batch. With `shuffle`,
+    the rows are permuted afresh each epoch by `generator`, whose state the data module checkpoints so
+    a resumed run reshuffles exactly as an uninterrupted one would.
     """
 
-    def __init__(self, inputs: torch.Tensor, targets: torch.Tensor, batch_size: int, group_size: int = 1,
+    def __init__(self, inputs: torch.Tensor, targets: torch.Tensor, batch_size: int, group_size: int | None = None,
                  shuffle: bool = False, generator: torch.Generator | None = None, rank: int = 0,
                  world_size: int = 1, equal_shards: bool = True) -> None:
         self.inputs, self.targets = inputs, targets
@@ -49,9 +50,9 @@ class BatchGroups:
         return math.ceil(self.n_rows() / self.batch_size)
 
     def __len__(self) -> int:
-        return math.ceil(self.n_batches() / self.group_size)
+        return self.n_batches() if self.group_size is None else math.ceil(self.n_batches() / self.group_size)
 
-    def __iter__(self) -> Iterator[list[Batch]]:
+    def __iter__(self) -> Iterator[Batch | list[Batch]]:
         inputs, targets = self.inputs, self.targets
         if self.shuffle:  # every rank draws the same permutation from the same generator state
             order = torch.randperm(len(inputs), generator=self.generator).to(inputs.device)
@@ -61,6 +62,9 @@ class BatchGroups:
             shard = slice(self.rank, end, self.world_size)
             inputs, targets = inputs[shard], targets[shard]
         batches = list(zip(inputs.split(self.batch_size), targets.split(self.batch_size)))
+        if self.group_size is None:
+            yield from batches
+            return
         for start in range(0, len(batches), self.group_size):
             yield batches[start:start + self.group_size]
 
@@ -83,6 +87,7 @@ class ReversedSequenceData(LightningDataModule):
         self.padded = is_padded(task, timesteps, self.min_timesteps)
         self.n_train, self.n_test, self.val_fraction = n_train, n_test, val_fraction
         self.batch_size, self.steps_per_call, self.eval_batch_size = batch_size, steps_per_call, eval_batch_size
+        self.group_size: int | None = None  # training batches per list, once seqrev.stepping allows grouping
         self.seed = seed
         self.shuffle_generator = torch.Generator().manual_seed(seed + 1)  # not the data's own stream
         self.train_full = self.train = self.val = self.test = None
@@ -115,23 +120,23 @@ class ReversedSequenceData(LightningDataModule):
         trainer = self.trainer
         return {"rank": trainer.global_rank, "world_size": trainer.world_size} if trainer is not None else {}
 
-    def train_dataloader(self) -> BatchGroups:
-        return BatchGroups(*self.train, self.batch_size, self.steps_per_call, shuffle=True,
+    def train_dataloader(self) -> Batches:
+        return Batches(*self.train, self.batch_size, self.group_size, shuffle=True,
                            generator=self.shuffle_generator, **self._shard())
 
-    def val_dataloader(self) -> BatchGroups:
+    def val_dataloader(self) -> Batches:
         return self._eval_batches(self.val)
 
-    def test_dataloader(self) -> BatchGroups:
+    def test_dataloader(self) -> Batches:
         return self._eval_batches(self.test)
 
-    def train_full_dataloader(self) -> BatchGroups:
+    def train_full_dataloader(self) -> Batches:
         return self._eval_batches(self.train_full)
 
-    def _eval_batches(self, split: Batch) -> BatchGroups:
+    def _eval_batches(self, split: Batch) -> Batches:
         # Evaluation has no optimiser step, so batch size only changes speed: means over tokens are exact.
         # Scores are summed across ranks (torchmetrics), so each rank scores its own shard of every pair.
-        return BatchGroups(*split, self.eval_batch_size, group_size=1, equal_shards=False, **self._shard())
+        return Batches(*split, self.eval_batch_size, equal_shards=False, **self._shard())
 
     def state_dict(self) -> dict:
         # The task travels with every checkpoint, so a model loaded on its own knows what it was taught.

@@ -84,16 +84,13 @@ def _model_name(target: str) -> str | None:
     return next((name for name, cls in WIRINGS.items() if f"{cls.__module__}.{cls.__name__}" == target), target or None)
 
 
-STEP_OPTIONS = ("gradient_clip_val", "gradient_clip_algorithm", "accumulate_grad_batches")
-
-
 def build(cfg: DictConfig):
     """Threads, seeds, then the data module, model and trainer (with callbacks and loggers) from the config."""
     import torch
     from hydra.utils import instantiate
     from lightning.pytorch import seed_everything
 
-    from seqrev.models.base import StepOptions
+    from seqrev.stepping import plan_steps
 
     # `import lightning` gives its logger a console handler of its own; Hydra's handlers already print
     # and file every record, so without this each Lightning message would appear twice.
@@ -104,14 +101,14 @@ def build(cfg: DictConfig):
     seed_everything(cfg.seed, workers=False, verbose=False)
     datamodule = instantiate(cfg.data)
     model = instantiate(cfg.model)
-    callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values()]
+    callbacks, callback_settings = [], {}  # what each callback was made with: seqrev.stepping reads it
+    for settings in (cfg.get("callbacks") or {}).values():
+        callbacks.append(instantiate(settings))
+        callback_settings[id(callbacks[-1])] = OmegaConf.to_container(settings, resolve=True)
     loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values()]
-    # Lightning refuses its clipping and accumulation under manual optimisation: seqrev's step applies them
-    trainer_settings = OmegaConf.to_container(cfg.trainer, resolve=True)
-    model.step_options = StepOptions(**{key: trainer_settings.pop(key) for key in STEP_OPTIONS
-                                        if trainer_settings.get(key) is not None})
-    trainer = instantiate(trainer_settings, callbacks=callbacks, logger=loggers or False, _convert_="all")
+    trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False, _convert_="all")
     set_determinism(bool(cfg.trainer.get("deterministic")))
+    plan_steps(trainer, model, datamodule, callback_settings)
     return datamodule, model, trainer
 
 

@@ -73,3 +73,53 @@ class FailOnce(Callback):
         if pl_module.name == self.only_for and trainer.current_epoch == self.epoch and not self.marker.exists():
             self.marker.write_text("failed once")
             raise RuntimeError("a failure on purpose (tests/probes.py FailOnce)")
+
+
+TRAINING_HOOKS = ("on_train_epoch_start", "on_train_batch_start", "on_before_backward", "on_after_backward",
+                  "on_before_optimizer_step", "on_before_zero_grad", "on_train_batch_end", "on_validation_start",
+                  "on_validation_end", "on_train_epoch_end")
+
+
+BATCH_INDEX_AT = {"on_train_batch_start": 1, "on_train_batch_end": 2}  # after (trainer, pl_module) for callbacks
+
+
+def _recorder(hook: str, offset: int):
+    """A hook that appends (hook, batch index if the hook has one, global_step) to `self.hook_calls`;
+    `offset` is 2 for a callback's hooks (trainer, pl_module first), 0 for a module's."""
+    def record(self, *args) -> None:
+        trainer = args[0] if offset else self.trainer
+        at = BATCH_INDEX_AT.get(hook)
+        self.hook_calls.append((hook, None if at is None else args[offset + at], trainer.global_step))
+    record.__name__ = hook
+    return record
+
+
+class HookLog(Callback):
+    """Records every training hook Lightning calls on callbacks, with its batch index and global_step."""
+
+    def __init__(self) -> None:
+        self.hook_calls: list[tuple] = []
+
+
+for _hook in TRAINING_HOOKS:
+    setattr(HookLog, _hook, _recorder(_hook, offset=2))  # (trainer, pl_module, ...)
+
+
+def record_module_hooks(cls: type) -> type:
+    """A subclass of LightningModule `cls` that records the training hooks Lightning calls on the module."""
+    def init(self, *args, **kwargs) -> None:
+        cls.__init__(self, *args, **kwargs)
+        self.hook_calls = []
+    namespace = {"__init__": init, **{hook: _recorder(hook, offset=0) for hook in TRAINING_HOOKS
+                                      if hook not in ("on_validation_start", "on_validation_end")}}
+    return type(f"Recorded{cls.__name__}", (cls,), namespace)
+
+
+def _recorded_both_outputs() -> type:
+    from seqrev.models.wirings import BothOutputs
+
+    return record_module_hooks(BothOutputs)
+
+
+RecordedBothOutputs = _recorded_both_outputs()
+"""The tutorial's both_outputs wiring, recording the training hooks Lightning calls on it."""

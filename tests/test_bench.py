@@ -18,8 +18,10 @@ def test_quick_benchmark_gives_finite_positive_numbers_for_every_wiring(tmp_path
     assert sorted({row["wiring"] for row in numbers["per_step"]}) == sorted(MODELS)
     assert {row["timesteps"] for row in numbers["per_step"]} == {4, 16}
     for row in numbers["per_step"]:
-        for key in ("seqrev_ms_per_step", "plain_ms_per_step", "ratio"):
-            assert math.isfinite(row[key]) and row[key] > 0, row
+        for path in ("grouped", "per_batch", "reference", "plain"):
+            for key in (f"{path}_ms_per_step", f"{path}_ratio"):
+                assert math.isfinite(row[key]) and row[key] > 0, row
+        assert row["plain_ratio"] == 1.0
     for key, value in numbers["end_to_end"].items():
         assert math.isfinite(value) and value > 0, key
     assert "| wiring | T |" in done.stdout

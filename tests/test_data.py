@@ -1,6 +1,6 @@
 import torch
 
-from seqrev.data import BatchGroups, ReversedSequenceData
+from seqrev.data import Batches, ReversedSequenceData
 from seqrev.tasks import make_pairs
 
 
@@ -54,8 +54,8 @@ def test_validation_split_is_the_tail_of_train():
 def test_batches_cover_every_row_once_per_epoch_and_reshuffle():
     inputs, targets = make_pairs("reverse", 100, 4, 10, torch.Generator().manual_seed(0))
     rows = torch.arange(100)
-    batches = BatchGroups(rows, targets, batch_size=32, group_size=3, shuffle=True,
-                          generator=torch.Generator().manual_seed(1))
+    batches = Batches(rows, targets, batch_size=32, group_size=3, shuffle=True,
+                      generator=torch.Generator().manual_seed(1))
     assert len(batches) == 2 and batches.n_batches() == 4
     epochs = []
     for _ in range(2):
@@ -69,17 +69,24 @@ def test_batches_cover_every_row_once_per_epoch_and_reshuffle():
     assert not torch.equal(epochs[0], epochs[1])
 
 
+def test_without_a_group_size_each_batch_is_itself():
+    rows = torch.arange(100)
+    batches = Batches(rows, rows, batch_size=32)
+    assert len(batches) == 4
+    assert [len(x) for x, _ in batches] == [32, 32, 32, 4]
+    assert torch.equal(torch.cat([x for x, _ in batches]), rows)  # in order without shuffle
+
+
 def test_batches_keep_pairs_together():
     data = prepared(n_train=200)
-    for group in data.train_dataloader():
-        for inputs, targets in group:
-            assert torch.equal(inputs.argmax(-1).flip(1), targets)
+    for inputs, targets in data.train_dataloader():
+        assert torch.equal(inputs.argmax(-1).flip(1), targets)
 
 
 def test_shuffle_state_round_trips():
     data = prepared(n_train=200)
     state = data.state_dict()
-    first = [x for g in data.train_dataloader() for x, _ in g]
+    first = [x for x, _ in data.train_dataloader()]
     data.load_state_dict(state)
-    again = [x for g in data.train_dataloader() for x, _ in g]
+    again = [x for x, _ in data.train_dataloader()]
     assert all(torch.equal(a, b) for a, b in zip(first, again))

@@ -80,10 +80,10 @@ def test_ddp_is_refused_in_a_sweep():
 def test_ddp_config_shards_by_process(tmp_path):
     cfg = compose_config("trainer=ddp", output_dir=tmp_path)
     assert cfg.trainer.strategy == "ddp" and cfg.trainer.devices == 2
-    from seqrev.data import BatchGroups
+    from seqrev.data import Batches
     rows = torch.arange(10)
-    shards = [list(BatchGroups(rows, rows, 2, rank=r, world_size=3)) for r in range(3)]
-    seen = [[int(v) for group in shard for x, _ in group for v in x] for shard in shards]
+    shards = [list(Batches(rows, rows, 2, rank=r, world_size=3)) for r in range(3)]
+    seen = [[int(v) for x, _ in shard for v in x] for shard in shards]
     assert [len(s) for s in seen] == [3, 3, 3]  # equal steps on every rank
     assert sorted(sum(seen, [])) == list(range(9)) and seen[0] == [0, 3, 6]
 
@@ -91,10 +91,10 @@ def test_ddp_config_shards_by_process(tmp_path):
 @pytest.mark.parametrize("n_rows", [1, 7, 10, 11])
 @pytest.mark.parametrize("world_size", [1, 2, 3])
 def test_evaluation_shards_score_every_pair_exactly_once(n_rows, world_size):
-    from seqrev.data import BatchGroups
+    from seqrev.data import Batches
     rows = torch.arange(n_rows)
-    seen = [int(v) for r in range(world_size) for group in
-            BatchGroups(rows, rows, 4, rank=r, world_size=world_size, equal_shards=False) for x, _ in group for v in x]
+    seen = [int(v) for r in range(world_size)
+            for x, _ in Batches(rows, rows, 4, rank=r, world_size=world_size, equal_shards=False) for v in x]
     assert sorted(seen) == list(range(n_rows))
 
 

@@ -1,15 +1,16 @@
 """What every wiring shares: loss, optimiser, metrics and the train / validate / test steps.
 
-A wiring subclass only builds its layers and says in `forward` how they connect. Each training
-call receives a *group* of batches (see `seqrev.data.BatchGroups`) and takes one optimiser step per
-batch, so the framework's per-call cost is paid once per group rather than once per batch.
+A wiring subclass only builds its layers and says in `forward` how they connect. By default a wiring
+is an ordinary LightningModule: one batch per `training_step`, Lightning's automatic optimisation.
+When `seqrev.stepping` finds nothing in a run that acts per batch, it switches the model to
+`grouped` steps: each call then receives a group of batches and takes one optimiser step per batch,
+so Lightning's fixed per-call cost is paid once per group rather than once per batch.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import torch
@@ -22,16 +23,6 @@ from seqrev.metrics import SequenceScores
 from seqrev.tasks import scored_positions
 
 Batch = tuple[torch.Tensor, torch.Tensor]
-
-
-def optimizer_step_progress(trainer):
-    """Lightning's count of optimiser steps under manual optimisation, which `global_step` reads.
-
-    seqrev steps the optimiser itself (see `Seq2SeqModel.training_step`), so it advances this counter
-    by hand. It is a private attribute of Lightning's fit loop: `pyproject.toml` bounds Lightning to
-    the versions tested, and tests/test_train.py checks `global_step`, so a move fails loudly.
-    """
-    return trainer.fit_loop.epoch_loop.manual_optimization.optim_step_progress
 
 
 KERAS_ADAM = {"_target_": "torch.optim.Adam", "lr": 1e-3, "eps": 1e-7}
@@ -57,18 +48,6 @@ def plain(settings: Mapping[str, Any] | None) -> dict[str, Any] | None:
     return None if settings is None else {str(key): settings[key] for key in settings}
 
 
-@dataclass
-class StepOptions:
-    """Lightning's training options, applied inside seqrev's own step (Lightning refuses them under manual
-    optimisation): gradient clipping as `trainer.gradient_clip_val` / `gradient_clip_algorithm` do, and
-    `trainer.accumulate_grad_batches` batches per optimiser step (the last incomplete group of an epoch
-    still steps; each loss is divided by N, as Lightning does)."""
-
-    gradient_clip_val: float | None = None
-    gradient_clip_algorithm: str = "norm"
-    accumulate_grad_batches: int = 1
-
-
 class Seq2SeqModel(LightningModule):
     """Maps one-hot inputs (B, T, F) to logits (B, T, F); trained with cross-entropy over every token."""
 
@@ -92,13 +71,10 @@ class Seq2SeqModel(LightningModule):
         self.scheduler_settings = plain(scheduler)
         self.save_hyperparameters(ignore=["optimizer", "scheduler"], logger=False)
         self.hparams.update(optimizer=self.optimizer_settings, scheduler=self.scheduler_settings)
-        self.step_options = StepOptions()
-        self._accumulated = 0  # batches whose gradients wait for the next optimiser step
         self.n_features, self.timesteps, self.units, self.init, self.cell = n_features, timesteps, units, init, cell
         # With padding, one more symbol in and out: "no symbol here" (see seqrev.tasks).
         self.pad = n_features if padded else None
         self.n_classes = n_features + int(padded)
-        self.automatic_optimization = False  # several optimiser steps per call, see module docstring
         self.loss_fn = nn.CrossEntropyLoss()
         self.train_scores, self.val_scores, self.test_scores = (SequenceScores(timesteps) for _ in range(3))
         self.last_scores: dict[str, dict] = {}  # the latest epoch's scores per split, as plain numbers
@@ -146,65 +122,70 @@ class Seq2SeqModel(LightningModule):
         settings = dict(self.scheduler_settings)
         schedules = (torch.optim.lr_scheduler.LRScheduler, torch.optim.lr_scheduler.ReduceLROnPlateau)
         scheduler = settings_class(settings.pop("_target_"), "scheduler", schedules)(optimizer, **settings)
-        # Stepped by seqrev once per epoch (see on_train_epoch_end); Lightning keeps its state in checkpoints.
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}
+        # Once per epoch: by Lightning, or by seqrev under grouped steps (on_train_epoch_end), where Lightning
+        # leaves the schedule to the module. Lightning keeps its state in checkpoints.
+        config = {"scheduler": scheduler, "interval": "epoch"}
+        if self.automatic_optimization and isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+            config["monitor"] = "val/loss"
+        return {"optimizer": optimizer, "lr_scheduler": config}
 
-    def training_step(self, batches: list[Batch], batch_idx: int) -> None:
-        # The per-batch loop is the hot path, and at these model sizes Lightning's per-batch wrappers
-        # (LightningOptimizer.step and its closure) cost 10-20% of a step. So each batch is a backward
-        # and a plain optimiser step (fp32 and bf16 need no loss scaling; seqrev.config refuses
-        # precisions that do), counted in Lightning's own step tracker so that global_step, max_steps
-        # and logging stay right. Scores are folded in once per group, not per batch.
-        optimizer = self.optimizers().optimizer
+    def use_grouped_steps(self) -> None:
+        """Take a group of batches per `training_step` and step the optimiser once per batch (see the
+        module docstring). Only for runs where nothing acts per batch: `seqrev.stepping` decides."""
+        self.automatic_optimization = False
+
+    def training_step(self, batch: Batch | list[Batch], batch_idx: int) -> torch.Tensor | None:
+        if self.automatic_optimization:  # Lightning's own loop: it runs backward, clipping, accumulation, step
+            inputs, targets = batch
+            logits = self.training_forward(inputs, targets)
+            scored = self.scored(targets)
+            loss = self.loss(logits, targets, scored)
+            self.train_scores.update(logits.detach().argmax(-1) == targets, loss.detach() * len(targets), scored)
+            return loss
+        self._train_group(batch)
+        return None
+
+    def _train_group(self, batches: list[Batch]) -> None:
+        # One plain step per batch through Lightning's public optimiser (it counts global_step); the
+        # backward is the strategy's own only when it does something (DDP averages gradients there).
+        # Scores are folded in once per group, not per batch.
+        optimizer = self.optimizers()
         backward = self._backward_function()
-        step_progress = optimizer_step_progress(self.trainer)
         autocast = torch.is_autocast_enabled(self.device.type)
-        options = self.step_options
-        accumulate, clip = options.accumulate_grad_batches, options.gradient_clip_val
-        last_call = batch_idx == self.trainer.num_training_batches - 1
         correct, scored, loss_sum = [], [], 0.0
-        for i, (inputs, targets) in enumerate(batches):
+        for inputs, targets in batches:
             logits = self.training_forward(inputs, targets)
             scored.append(self.scored(targets))
             loss = self.loss(logits, targets, scored[-1])
-            if self._accumulated == 0:
-                optimizer.zero_grad(set_to_none=True)
-            backward(loss / accumulate if accumulate > 1 else loss)
-            self._accumulated += 1
-            if self._accumulated == accumulate or (last_call and i == len(batches) - 1):  # epoch's end steps too
-                if clip is not None:
-                    self.clip_gradients(optimizer, clip, options.gradient_clip_algorithm)
-                step_progress.increment_ready()
-                optimizer.step()
-                step_progress.increment_completed()
-                self._accumulated = 0
-                if autocast:  # autocast keeps low-precision copies of the weights until its context ends,
-                    torch.clear_autocast_cache()  # which is this whole call: drop them, the weights changed
+            optimizer.zero_grad(set_to_none=True)
+            backward(loss)
+            optimizer.step()
+            if autocast:  # autocast keeps low-precision copies of the weights until its context ends,
+                torch.clear_autocast_cache()  # which is this whole call: drop them, the weights changed
             correct.append(logits.detach().argmax(-1) == targets)
             loss_sum = loss_sum + loss.detach() * len(targets)
         self.train_scores.update(torch.cat(correct), loss_sum, None if self.pad is None else torch.cat(scored))
 
     def _backward_function(self) -> Callable[[torch.Tensor], None]:
         """A plain `loss.backward` on one device; otherwise the strategy's own backward (`manual_backward`),
-        which is where a multi-process strategy averages gradients (DDP arms its all-reduce there).
-        Called once per group of batches, so every optimiser step of the group is synchronised."""
+        which is where a multi-process strategy averages gradients (DDP arms its all-reduce there)."""
         from lightning.pytorch.strategies import SingleDeviceStrategy
 
         if type(self.trainer.strategy) is SingleDeviceStrategy:
             return torch.Tensor.backward
         return self.manual_backward
 
-    def validation_step(self, batches: list[Batch], batch_idx: int) -> None:
-        self._score(batches, self.val_scores)
+    def validation_step(self, batch: Batch, batch_idx: int) -> None:
+        self._score(batch, self.val_scores)
 
-    def test_step(self, batches: list[Batch], batch_idx: int) -> None:
-        self._score(batches, self.test_scores)
+    def test_step(self, batch: Batch, batch_idx: int) -> None:
+        self._score(batch, self.test_scores)
 
-    def _score(self, batches: list[Batch], scores: SequenceScores) -> None:
-        for inputs, targets in batches:
-            predicted, for_loss = self.scoring_logits(inputs, targets)
-            scored = self.scored(targets)
-            scores.update_from_logits(predicted, targets, self.loss(for_loss, targets, scored), scored)
+    def _score(self, batch: Batch, scores: SequenceScores) -> None:
+        inputs, targets = batch
+        predicted, for_loss = self.scoring_logits(inputs, targets)
+        scored = self.scored(targets)
+        scores.update_from_logits(predicted, targets, self.loss(for_loss, targets, scored), scored)
 
     def scoring_logits(self, inputs: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Logits that accuracies are scored on (always `forward`: what the model does on its own), and
@@ -212,14 +193,17 @@ class Seq2SeqModel(LightningModule):
         logits = self(inputs)
         return logits, logits
 
+    def on_train_epoch_start(self) -> None:
+        # The rate this epoch trains with (Lightning steps an epoch schedule before the epoch's end hooks).
+        self.log("train/learning_rate", self.optimizers().optimizer.param_groups[0]["lr"], on_epoch=True)
+
     # Scores are read and logged once per epoch: no host sync inside the step loop.
     def on_train_epoch_end(self) -> None:
         self._log_scores("train", self.train_scores)
-        # The epoch's learning rate, then the schedule's step (after validation, as Lightning steps an
-        # epoch-interval schedule; ReduceLROnPlateau reads this epoch's validation loss).
-        self.log("train/learning_rate", self.optimizers().optimizer.param_groups[0]["lr"], on_epoch=True)
+        # Under grouped steps, the schedule's step (after validation, as Lightning steps an epoch-interval
+        # schedule; ReduceLROnPlateau reads this epoch's validation loss).
         scheduler = self.lr_schedulers()
-        if scheduler is None:
+        if scheduler is None or self.automatic_optimization:  # Lightning steps it itself
             return
         if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
             scheduler.step(self.trainer.callback_metrics["val/loss"])
@@ -259,12 +243,12 @@ class Seq2SeqModel(LightningModule):
         finally:
             self.train(was_training)
 
-    def evaluate(self, batches: Iterable[list[Batch]]) -> dict:
+    def evaluate(self, batches: Iterable[Batch]) -> dict:
         """Scores on any batches, outside the Trainer (the tutorial's after-training train accuracy)."""
         scores = SequenceScores(self.timesteps).to(self.device)
         with self.evaluating():
-            for group in batches:
-                self._score(group, scores)
+            for batch in batches:
+                self._score(batch, scores)
         return {key: value.tolist() for key, value in scores.compute().items()}
 
     def predict(self, inputs: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,68 @@
+"""One writer per run folder: a lease on `<folder>/.seqrev.lock`, taken before seqrev writes anything
+there and held to the end of the run.
+
+The lease is filelock's `SoftFileLease`: its marker is created with O_CREAT|O_EXCL, which is atomic
+on local disks and on the shared file systems Slurm clusters use (NFSv3 and v4, Lustre, GPFS,
+BeeGFS), with no mount option needed (unlike flock on Lustre). The marker records the holder's host
+and pid, and a thread of the holder refreshes it. A marker whose process is gone from this host
+(`kill -9`, a requeued Slurm job's earlier self) is taken over at once; one from another host (a lost
+node) once LEASE_SECONDS pass without a refresh.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from seqrev.errors import RunDirError
+
+log = logging.getLogger("seqrev")
+
+LOCK_FILE = ".seqrev.lock"
+LEASE_SECONDS = 60.0  # how long another host waits for a silent holder: several refresh periods
+
+_held: dict[Path, object] = {}  # folders this process holds, so a nested take (cli, then the job) is a no-op
+
+
+class FolderBusy(RunDirError):
+    """Another live process holds the folder's lock."""
+
+    def __init__(self, folder: Path, host: str, pid: int) -> None:
+        self.folder, self.host, self.pid = folder, host, pid
+        super().__init__(f"running elsewhere ({host}, {pid}): {folder}")
+
+
+def is_secondary_process() -> bool:
+    """A process Lightning's DDP started for rank 1 and up: it writes nothing, rank 0 holds the lock."""
+    return os.environ.get("LOCAL_RANK", "0") != "0" or os.environ.get("NODE_RANK", "0") != "0"
+
+
+@contextmanager
+def run_folder_lock(folder: Path) -> Iterator[None]:
+    """Hold `folder`'s lock for the block; FolderBusy, touching nothing, if a live process holds it."""
+    from filelock import SoftFileLease, Timeout
+
+    folder = Path(folder).absolute()
+    if folder in _held or is_secondary_process():
+        yield
+        return
+    folder.mkdir(parents=True, exist_ok=True)
+    lease = SoftFileLease(folder / LOCK_FILE, timeout=0, lease_duration=LEASE_SECONDS)
+    left = lease.owner  # a marker already there belongs to a live process, or to one that died holding it
+    try:
+        lease.acquire()
+    except Timeout:
+        owner = lease.owner
+        raise FolderBusy(folder, owner.hostname if owner else "unknown host", owner.pid if owner else 0) from None
+    if left is not None and (left.hostname, left.pid) != (socket.gethostname(), os.getpid()):
+        log.info(f"took over the lock of a process that is gone ({left.hostname}, {left.pid}): {folder}")
+    _held[folder] = lease
+    try:
+        yield
+    finally:
+        del _held[folder]
+        lease.release()
