@@ -25,7 +25,6 @@ def fit(*overrides: str) -> RunResults:
     from seqrev.config import validate
     from seqrev.preflight import check_command_line
     from seqrev.rundir import refuse_existing_results
-    from seqrev.train import record_failure, train
 
     overrides = list(overrides)
     argv = ["seqrev.fit", *overrides]
@@ -47,6 +46,19 @@ def fit(*overrides: str) -> RunResults:
     except Exception:
         HydraConfig.instance().cfg = None
         raise
+    from seqrev.runlock import run_folder_lock
+
+    try:
+        with run_folder_lock(run_dir):  # FolderBusy (a RunDirError) when another live process holds it
+            return _run(cfg, job_cfg, run_dir, overrides)
+    finally:
+        HydraConfig.instance().cfg = None  # the next run in this process must not see this one's choices
+
+
+def _run(cfg, job_cfg, run_dir: Path, overrides: list[str]) -> RunResults:
+    """The run itself, in a locked folder: Hydra's records, the log file, then training."""
+    from seqrev.train import record_failure, train
+
     hydra_dir = run_dir / ".hydra"
     hydra_dir.mkdir(parents=True, exist_ok=True)
     OmegaConf.save(job_cfg, hydra_dir / "config.yaml")
@@ -67,4 +79,3 @@ def fit(*overrides: str) -> RunResults:
     finally:
         seqrev_log.removeHandler(log_file)
         log_file.close()
-        HydraConfig.instance().cfg = None  # the next run in this process must not see this one's choices

@@ -103,11 +103,13 @@ def continue_job(job_dir: Path, overrides: list[str]) -> tuple[str, int]:
 
 
 def clear_run(run_dir: Path) -> None:
-    """Remove what a previous start of a run wrote, keeping Hydra's own `.hydra/` and the log."""
+    """Remove what a previous start of a run wrote, keeping Hydra's own `.hydra/`, the log and the lock."""
     import shutil
 
+    from seqrev.runlock import LOCK_FILE
+
     for path in run_dir.iterdir() if run_dir.is_dir() else ():
-        if path.name in (".hydra", "train.log") or path.name.startswith("train_ddp_process_"):
+        if path.name in (".hydra", "train.log", LOCK_FILE) or path.name.startswith("train_ddp_process_"):
             continue
         if path.is_dir() and not path.is_symlink():
             shutil.rmtree(path)
@@ -131,8 +133,40 @@ def resume_argv(run_dir_arg: str, other_args: list[str]) -> list[str]:
         raise RunDirError(f"resume={run_dir_arg!r}: there is no checkpoint to resume from "
                           f"({LAST_CHECKPOINT} is missing; the run stopped before its first epoch ended).")
     check_checkpoint(last_checkpoint(run_dir))
-    original = [o for o in yaml.safe_load(overrides_file.read_text()) or [] if not o.startswith("resume=")]
+    original = [str(o) for o in yaml.safe_load(overrides_file.read_text()) or [] if not str(o).startswith("resume=")]
+    refuse_instantiation(run_dir_arg, original, other_args)
+    original = [o for o in original if o not in other_args]  # what the command line repeats, it says once
     return original + other_args + [f"hydra.run.dir={quote(str(run_dir))}", f"resume={quote(str(run_dir))}"]
+
+
+def seqrev_targets() -> set[str]:
+    """Every class or function seqrev's own configs (`conf/`) name with `_target_`."""
+    import re
+
+    from seqrev.catalog import CONFIG_DIR
+
+    return {match for path in CONFIG_DIR.rglob("*.yaml")
+            for match in re.findall(r"_target_:\s*([\w.]+)", path.read_text())}
+
+
+def refuse_instantiation(run_dir_arg: str, folder_overrides: list[str], command_line: list[str]) -> None:
+    """RunDirError for the first override a run folder names that would have something instantiated (a
+    `_target_`, or a setting of Hydra's own, such as its search path or callbacks, which Hydra never
+    writes there) unless the command line repeats it or it names what seqrev's own configs name.
+    A folder is data: what it says is run only when the user says so too."""
+    known = seqrev_targets()
+    for override in folder_overrides:
+        key, _, value = override.partition("=")
+        key = key.lstrip("+~")
+        instantiates = "_target_" in override or key.startswith(("hydra.", "hydra/"))
+        if not instantiates or override in command_line:
+            continue
+        if key.endswith("._target_") and value.strip("'\"") in known:
+            continue
+        raise RunDirError(
+            f"resume={run_dir_arg!r} was refused: its .hydra/overrides.yaml names {override!r}, which would have "
+            "code instantiated on the folder's say-so; if you trust it, repeat it on the command line: "
+            f"python -m seqrev.train resume={run_dir_arg} {quote(override)}")
 
 
 def rewrite_argv_for_resume(argv: list[str]) -> list[str]:

@@ -26,6 +26,7 @@ LOCK_FILE = ".seqrev.lock"
 LEASE_SECONDS = 60.0  # how long another host waits for a silent holder: several refresh periods
 
 _held: dict[Path, object] = {}  # folders this process holds, so a nested take (cli, then the job) is a no-op
+_untold: dict[Path, str] = {}  # a take-over said before logging was set up (in cli): said again by the job
 
 
 class FolderBusy(RunDirError):
@@ -48,6 +49,8 @@ def run_folder_lock(folder: Path) -> Iterator[None]:
 
     folder = Path(folder).absolute()
     if folder in _held or is_secondary_process():
+        if folder in _untold:
+            log.info(_untold.pop(folder))
         yield
         return
     folder.mkdir(parents=True, exist_ok=True)
@@ -59,10 +62,13 @@ def run_folder_lock(folder: Path) -> Iterator[None]:
         owner = lease.owner
         raise FolderBusy(folder, owner.hostname if owner else "unknown host", owner.pid if owner else 0) from None
     if left is not None and (left.hostname, left.pid) != (socket.gethostname(), os.getpid()):
-        log.info(f"took over the lock of a process that is gone ({left.hostname}, {left.pid}): {folder}")
+        _untold[folder] = f"took over the lock of a process that is gone ({left.hostname}, {left.pid}): {folder}"
+        if logging.getLogger().handlers:  # else the job logs it, once Hydra has set logging up
+            log.info(_untold.pop(folder))
     _held[folder] = lease
     try:
         yield
     finally:
         del _held[folder]
+        _untold.pop(folder, None)
         lease.release()

@@ -15,6 +15,7 @@ import threading
 import time
 import traceback
 import warnings
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +27,7 @@ from omegaconf.errors import OmegaConfBaseException
 from seqrev.catalog import CONFIG_DIR
 from seqrev.config import SWEPT_ENV, validate
 from seqrev.errors import EXPECTED_ERRORS, ConfigError, RunDirError
-from seqrev.preflight import check_command_line, output_folder, swept_keys
+from seqrev.preflight import SWEEP_FLAGS, check_command_line, output_folder, swept_keys
 from seqrev.publish import Example, log_to_tensorboard, print_report, symbols
 from seqrev.results import FILENAME, RunIdentity, RunResults, read_results, write_results
 from seqrev.rundir import continue_job, fail, last_checkpoint, refuse_existing_results, rewrite_argv_for_resume
@@ -169,6 +170,8 @@ def score(trainer, model, datamodule, n_examples: int) -> tuple[dict[str, Any], 
     """The trained model's scores (test set through the Trainer, the tutorial's after-training train
     accuracy on every training pair) and its answers to the first `n_examples` test pairs."""
     extra = extra_scalars(trainer)  # read before testing, which starts the logged values afresh
+    if "val" not in model.last_scores:  # resumed after its last epoch (killed while testing): nothing validated
+        trainer.validate(model, datamodule=datamodule, verbose=False)
     trainer.test(model, datamodule=datamodule, verbose=False)
     train_scores = model.evaluate(datamodule.train_full_dataloader())
     stopper = trainer.early_stopping_callback
@@ -278,7 +281,9 @@ def continue_sweep_job(cfg: DictConfig) -> RunResults | None:
 
 def _remove_if_only_hydra_files(run_dir: Path) -> None:
     """Remove a run directory that holds nothing but what Hydra wrote at start-up."""
-    if run_dir.is_dir() and {p.name for p in run_dir.iterdir()} <= {".hydra", "train.log"}:
+    from seqrev.runlock import LOCK_FILE
+
+    if run_dir.is_dir() and {p.name for p in run_dir.iterdir()} <= {".hydra", "train.log", LOCK_FILE}:
         shutil.rmtree(run_dir, ignore_errors=True)
 
 
@@ -291,10 +296,25 @@ def _in_multirun() -> bool:
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train")
 def main(cfg: DictConfig) -> float:
-    """Hydra entry point: one job. In a sweep a failed job is recorded and the sweep goes on, and a
-    sweep run again continues: finished jobs are skipped, killed ones resumed, failed ones re-run."""
+    """Hydra entry point: one job, holding its folder's lock (seqrev.runlock) from before its first write
+    to its end. A job whose folder another live process holds is left to it: a sweep goes on to the next."""
+    from seqrev.runlock import FolderBusy, run_folder_lock
+
     logging.raiseExceptions = False  # a full disk must not turn every later log line into a traceback
     quiet_storage_errors_in_threads()
+    try:
+        with run_folder_lock(Path(cfg.paths.output_dir)):
+            return run_job(cfg)
+    except FolderBusy as busy:
+        if _in_multirun():
+            log.warning(str(busy))
+            return math.nan
+        fail(str(busy))
+
+
+def run_job(cfg: DictConfig) -> float:
+    """One job and its metric. In a sweep a failed job is recorded and the sweep goes on, and a sweep run
+    again continues: finished jobs are skipped, killed ones resumed, failed ones re-run."""
     if _in_multirun():
         try:
             finished = continue_sweep_job(cfg)
@@ -334,6 +354,13 @@ def wants_tracebacks() -> bool:
     return os.environ.get(TRACEBACKS_ENV, os.environ.get("HYDRA_FULL_ERROR")) == "1"
 
 
+def named_run_folder(argv: list[str]) -> Path | None:
+    """The folder of a single run whose command line names it (`hydra.run.dir=`, which `resume=` sets)."""
+    if SWEEP_FLAGS & set(argv) or not any(a.startswith("hydra.run.dir=") for a in argv[1:]):
+        return None
+    return output_folder(argv)
+
+
 def cli() -> None:
     try:
         check_command_line(sys.argv, CONFIG_DIR)
@@ -346,8 +373,17 @@ def cli() -> None:
     # than as Hydra's traceback, to be said in one sentence like every other failure.
     os.environ[TRACEBACKS_ENV] = "1" if wants_tracebacks() else "0"
     os.environ["HYDRA_FULL_ERROR"] = "1"
+    from seqrev.runlock import FolderBusy, run_folder_lock
+
     try:
-        main()
+        with ExitStack() as held:
+            folder = named_run_folder(sys.argv)
+            if folder is not None:  # locked before Hydra writes .hydra/ there: a second process touches nothing
+                try:
+                    held.enter_context(run_folder_lock(folder))
+                except FolderBusy as busy:
+                    fail(str(busy))
+            main()
     except Exception as error:  # noqa: BLE001 - one sentence for anything main() itself did not say
         if wants_tracebacks():
             raise

@@ -65,6 +65,7 @@ def test_a_sweep_killed_mid_job_continues_where_it_stopped(tmp_path):
     again = run_cli(*line, env=PROBES)
     assert again.returncode == 0, again.stderr[-3000:]
     assert "skipped (finished)" in again.stdout and "resuming from epoch 2" in again.stdout
+    assert again.stdout.count("took over the lock of a process that is gone") == 1  # job 1's, left by kill -9
     jobs = results(sweep)
     assert sorted(jobs) == ["0", "1", "2"] and all(job["status"] == "ok" for job in jobs.values())
     assert fingerprint(sweep / "0_model=return_state,timesteps=4,units=16,seed=0") == finished_before

@@ -107,7 +107,7 @@ def test_disk_full_at_a_later_checkpoint_keeps_the_earlier_one_and_resumes_exact
     assert torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)["epoch"] == 1  # 2 epochs kept
 
     ballast.unlink()  # space freed: continue from the last complete checkpoint
-    resumed = run_cli(f"resume={run_dir}", env=PROBES)
+    resumed = run_cli(f"resume={run_dir}", fill[0], env=PROBES)  # the probe's _target_, accepted knowingly
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     got = json.loads((run_dir / "results.json").read_text())
     expected = json.loads((tmp_path / "whole" / "results.json").read_text())

@@ -146,6 +146,7 @@ def test_non_finite_loss_fails_the_run_with_a_clear_message(tmp_path):
 
 
 PROBES = {"PYTHONPATH": str(ROOT / "tests")}
+PAUSE_TARGET = "+callbacks.pause._target_=probes.PauseAtEpoch"  # repeated when resuming: a folder is data
 
 
 def start_paused_run(run_dir: Path, pause_after: int, *args: str) -> tuple[subprocess.Popen, Path]:
@@ -153,7 +154,7 @@ def start_paused_run(run_dir: Path, pause_after: int, *args: str) -> tuple[subpr
     marker = run_dir.parent / f"{run_dir.name}.paused"
     process = subprocess.Popen(
         [sys.executable, "-m", "seqrev.train", *TINY, *args, f"hydra.run.dir={run_dir}",
-         "+callbacks.pause._target_=probes.PauseAtEpoch", f"+callbacks.pause.epochs={pause_after}",
+         PAUSE_TARGET, f"+callbacks.pause.epochs={pause_after}",
          f"+callbacks.pause.marker={marker}"],
         cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env={**os.environ, **PROBES},
         # a shell starts background jobs with SIGINT ignored, and children inherit that: undo it, so
@@ -176,7 +177,7 @@ def test_sigkill_then_resume_equals_an_uninterrupted_run(tmp_path):
     assert not (run_dir / "results.json").exists()
     assert torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)["epoch"] == 2
 
-    resumed = run_cli(f"resume={run_dir}", env=PROBES)
+    resumed = run_cli(f"resume={run_dir}", PAUSE_TARGET, env=PROBES)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert "resuming from" in resumed.stdout
     expected = json.loads((tmp_path / "whole" / "results.json").read_text())
@@ -201,7 +202,7 @@ def test_sigint_stops_gracefully_with_a_checkpoint_and_resumes_exactly(tmp_path)
     assert results["status"] == "interrupted" and results["epochs_run"] == 2
     assert torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)["epoch"] == 1
     assert "Traceback" not in stderr
-    resumed = run_cli(f"resume={run_dir}", "trainer.max_epochs=4", env=PROBES)
+    resumed = run_cli(f"resume={run_dir}", "trainer.max_epochs=4", PAUSE_TARGET, env=PROBES)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     got = json.loads((run_dir / "results.json").read_text())
     expected = json.loads((tmp_path / "whole" / "results.json").read_text())

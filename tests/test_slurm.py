@@ -60,5 +60,7 @@ def test_a_job_requeued_mid_training_continues_from_its_checkpoint(tmp_path):
     assert results["status"] == "ok" and results["resumed"] is True and results["epochs_run"] == 4
     for key in ("val_loss", "test_acc", "train_acc", "test_loss"):
         assert results[key] == expected[key], key
-    assert "resuming from epoch 2" in (job_dir / "train.log").read_text()
+    log = (job_dir / "train.log").read_text()
+    assert "resuming from epoch 2" in log
+    assert "took over the lock of a process that is gone" in log  # its own earlier self, killed by the requeue
     assert sorted(p.name for p in (job_dir / "checkpoints").iterdir()) == ["best.ckpt", "last.ckpt"]

@@ -1,0 +1,133 @@
+"""A run folder is data and has one writer: resuming never instantiates what the folder alone names, and
+no job is trained by two processes at once (real processes, real signals)."""
+
+import json
+import os
+import pickle
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import ROOT, run_cli, wait_until_paused
+
+SMALL = ("data.n_train=300", "data.n_test=100", "callbacks.early_stopping.patience=100")
+PROBES = {"PYTHONPATH": str(ROOT / "tests")}
+
+
+class Payload:
+    """Unpickling it creates `marker`: what a crafted file in a run folder would do instead."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return open, (str(self.marker), "w")
+
+
+@pytest.fixture
+def interrupted_run(tmp_path) -> Path:
+    """A run folder as a killed run leaves it: .hydra/, a last.ckpt, no results.json."""
+    run = tmp_path / "run"
+    done = run_cli("model=single_default", *SMALL, "trainer.max_epochs=1", f"hydra.run.dir={run}")
+    assert done.returncode == 0, done.stderr[-3000:]
+    (run / "results.json").unlink()
+    return run
+
+
+@pytest.mark.slow
+def test_a_crafted_overrides_file_is_refused_and_its_command_never_runs(tmp_path, interrupted_run):
+    marker, payload = tmp_path / "code-ran", interrupted_run / "payload.pkl"
+    payload.write_bytes(pickle.dumps(Payload(marker)))
+    crafted = ["+callbacks.x._target_=torch.load", f"+callbacks.x.f={payload}", "+callbacks.x.weights_only=false"]
+    overrides = interrupted_run / ".hydra" / "overrides.yaml"
+    overrides.write_text(yaml.safe_dump(yaml.safe_load(overrides.read_text()) + crafted))
+
+    refused = run_cli(f"resume={interrupted_run}")
+    assert refused.returncode == 2 and not marker.exists()
+    assert refused.stderr.strip().count("\n") == 0, refused.stderr  # one sentence
+    assert "+callbacks.x._target_=torch.load" in refused.stderr and "repeat it on the command line" in refused.stderr
+
+    # Said on the command line too, the same folder runs the payload: the refusal alone stopped it above.
+    accepted = run_cli(f"resume={interrupted_run}", "+callbacks.x._target_=torch.load")
+    assert marker.exists(), accepted.stderr[-2000:]
+
+
+@pytest.mark.slow
+def test_a_crafted_config_file_is_never_instantiated(tmp_path, interrupted_run):
+    marker, payload = tmp_path / "code-ran", interrupted_run / "payload.pkl"
+    payload.write_bytes(pickle.dumps(Payload(marker)))
+    config = interrupted_run / ".hydra" / "config.yaml"
+    crafted = yaml.safe_load(config.read_text())
+    crafted["callbacks"]["x"] = {"_target_": "torch.load", "f": str(payload), "weights_only": False}
+    config.write_text(yaml.safe_dump(crafted))
+    resumed = run_cli(f"resume={interrupted_run}")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert not marker.exists()  # the run is composed from seqrev's configs and the overrides, never this file
+    assert json.loads((interrupted_run / "results.json").read_text())["status"] == "ok"
+
+
+def test_a_target_seqrevs_own_configs_name_is_resumed_without_asking():
+    from seqrev.rundir import refuse_instantiation, seqrev_targets
+
+    assert "seqrev.models.wirings.BothOutputs" in seqrev_targets()
+    refuse_instantiation("RUN", ["model._target_=seqrev.models.wirings.BothOutputs", "seed=3"], [])
+    with pytest.raises(ValueError, match="hydra.searchpath"):
+        refuse_instantiation("RUN", ["hydra.searchpath=[file:///elsewhere]"], [])
+    with pytest.raises(ValueError, match="_target_"):
+        refuse_instantiation("RUN", ["+callbacks.x={_target_: torch.load}"], [])
+
+
+def event_writers(job_dir: Path) -> set[str]:
+    """The processes that wrote a folder's TensorBoard events (events.out.tfevents.<time>.<host>.<pid>.<n>)."""
+    return {p.name.split(".")[-2] for p in job_dir.glob("events.out.tfevents.*")}
+
+
+@pytest.mark.slow
+def test_the_same_sweep_started_twice_trains_every_job_once(tmp_path):
+    sweep = tmp_path / "sweep"
+    line = [sys.executable, "-m", "seqrev.train", "-m", "model=return_state,both_outputs", "seed=0,1", *SMALL,
+            "trainer.max_epochs=6", f"hydra.sweep.dir={sweep}"]
+    env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
+    both = [subprocess.Popen(line, cwd=ROOT, env=env, text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+            for _ in range(2)]
+    outputs = [p.communicate(timeout=600)[0] for p in both]
+    assert all(p.returncode == 0 for p in both), outputs
+    jobs = sorted(p for p in sweep.iterdir() if p.is_dir() and p.name[0].isdigit())
+    assert len(jobs) == 4
+    for job in jobs:
+        assert json.loads((job / "results.json").read_text())["status"] == "ok"
+        assert len(event_writers(job)) == 1, job  # one process trained it
+        assert not (job / ".seqrev.lock").exists()  # released at the end
+    said = "".join(outputs)
+    # every job was met twice: trained by one process, left alone ("running elsewhere") or found finished by the other
+    assert said.count("running elsewhere") + said.count("skipped (finished)") == 4, said
+    assert "resuming from epoch" not in said
+
+
+@pytest.mark.slow
+def test_a_run_and_its_resume_at_once_then_after_a_kill(tmp_path):
+    run, marker = tmp_path / "run", tmp_path / "paused"
+    pause = ("+callbacks.pause._target_=probes.PauseAtEpoch", "+callbacks.pause.epochs=1",
+             f"+callbacks.pause.marker={marker}")
+    first = subprocess.Popen([sys.executable, "-m", "seqrev.train", "model=single_default", *SMALL,
+                              "trainer.max_epochs=3", *pause, f"hydra.run.dir={run}"], cwd=ROOT,
+                             env={**os.environ, **PROBES}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                             start_new_session=True)
+    try:
+        wait_until_paused(marker, first)
+        before = {p: p.stat().st_mtime_ns for p in run.rglob("*")}
+        second = run_cli(f"resume={run}", pause[0], env=PROBES)  # the probe's _target_, accepted knowingly
+        assert second.returncode == 2
+        assert second.stderr.strip() == f"seqrev: running elsewhere ({os.uname().nodename}, {first.pid}): {run}"
+        assert {p: p.stat().st_mtime_ns for p in run.rglob("*")} == before  # not a file touched
+    finally:
+        os.killpg(first.pid, signal.SIGKILL)
+        first.wait()
+    resumed = run_cli(f"resume={run}", pause[0], env=PROBES)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert f"took over the lock of a process that is gone ({os.uname().nodename}, {first.pid})" in resumed.stdout
+    assert json.loads((run / "results.json").read_text())["status"] == "ok"
