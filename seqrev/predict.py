@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
 from pathlib import Path
 
@@ -64,6 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", action="store_true", help="a JSON list instead of the tutorial's lines")
     parser.add_argument("--attention", type=Path, metavar="PNG", help="save attention weights (attention runs)")
     args = parser.parse_args(argv)
+    signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # piped into `head`: stop quietly, as Unix tools do
     try:
         return predict(args)
     except (*EXPECTED_ERRORS, ValueError) as error:

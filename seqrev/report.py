@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import signal
 import statistics
 import sys
 from collections import defaultdict
@@ -292,11 +293,15 @@ def main(argv: list[str] | None = None) -> int:
     text = markdown(runs, warnings)
     (out / "report.md").write_text(text)
     write_csv(runs, out / "report.csv")
-    print(text)
     written = [out / "report.md", out / "report.csv"]
-    if plot(runs, out / "report.png"):
+    plotted = plot(runs, out / "report.png")
+    if plotted:
         written.append(out / "report.png")
-    else:
+    # Every file is written before anything is printed: piped into `head`, the report stops quietly at the
+    # first line nobody reads (SIGPIPE's default, as Unix tools do) and has still written everything.
+    signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+    print(text)
+    if not plotted:
         print("no plot: matplotlib is not installed (pip install -e '.[plot]')", file=sys.stderr)
     print("wrote " + ", ".join(map(str, written)))
     return 0

@@ -96,6 +96,7 @@ def build(cfg: DictConfig):
     # `import lightning` gives its logger a console handler of its own; Hydra's handlers already print
     # and file every record, so without this each Lightning message would appear twice.
     logging.getLogger("lightning").handlers.clear()
+    quiet_lightning_advertising()
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")  # torch/Lightning version skew
     warnings.filterwarnings("ignore", message=r".*The `srun` command is available.*")  # seqrev runs Slurm jobs itself
     torch.set_num_threads(cfg.threads)
@@ -111,6 +112,20 @@ def build(cfg: DictConfig):
     set_determinism(bool(cfg.trainer.get("deterministic")))
     plan_steps(trainer, model, datamodule, callback_settings)
     return datamodule, model, trainer
+
+
+class _NoAdvertising(logging.Filter):
+    """Drops Lightning's tips about products (e.g. "💡 Tip: ... litlogger ..."): not about this run."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "Tip:" not in str(record.msg)
+
+
+def quiet_lightning_advertising() -> None:
+    for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, _NoAdvertising) for f in logger.filters):
+            logger.addFilter(_NoAdvertising())
 
 
 def set_determinism(deterministic: bool) -> None:
