@@ -8,9 +8,11 @@ any other wiring follows alphabetically. The report, the benchmark and the tests
 from __future__ import annotations
 
 from collections.abc import Iterable
+from importlib import resources
 from pathlib import Path
 
-CONFIG_DIR = Path(__file__).resolve().parents[1] / "conf"
+CONFIG_DIR = Path(str(resources.files("seqrev.conf")))
+"""seqrev's configs: the repository's conf/, installed as the package seqrev.conf (see pyproject.toml)."""
 TUTORIAL_WIRINGS = ("single_default", "stacked_default", "return_sequences", "return_state", "both_outputs")
 
 

@@ -309,7 +309,7 @@ def _in_multirun() -> bool:
     return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="train")
+@hydra.main(version_base="1.3", config_path="pkg://seqrev.conf", config_name="train")
 def main(cfg: DictConfig) -> float:
     """Hydra entry point: one job, holding its folder's lock (seqrev.runlock) from before its first write
     to its end. A job whose folder another live process holds is left to it: a sweep goes on to the next."""

@@ -25,6 +25,9 @@ def test_the_quick_version_runs_in_a_fresh_kernel_and_matches_the_committed_outp
                                      resources={"metadata": {"path": str(tmp_path)}})
     client.execute()  # raises CellExecutionError on any cell's error
     assert "quick=True" in tagged_output(notebook, "parameters")
+    first = next(c for c in notebook.cells if c.cell_type == "code")
+    said = tagged_output(notebook, "install")  # the first code cell installs seqrev only where it is missing
+    assert "install" in first.metadata.get("tags", []) and said.startswith("seqrev ") and said.endswith("installed\n")
     # the wirings and their parameter counts the committed notebook shows are today's
     assert tagged_output(notebook, "wirings") == tagged_output(committed, "wirings") != ""
     images = [o for c in notebook.cells for o in c.get("outputs", []) if "image/png" in o.get("data", {})]

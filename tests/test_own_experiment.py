@@ -1,4 +1,4 @@
-"""The README's "Your own experiments", run as a user would: a wiring, a config and a callback of their
+"""docs/your_own_experiments.md, run as a user would: a wiring, a config and a callback of their
 own in their own folder (docs/own_experiment), nothing in seqrev edited."""
 
 import csv
@@ -12,7 +12,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from conftest import ROOT
 
-# The README's commands, word for word but for a shorter epoch budget.
+# The page's commands, word for word but for a shorter epoch budget.
 SWEEP = ["-m", "hydra.searchpath=[file://my_conf]", "model=reversed_input,both_outputs", "optimizer=adam,sgd",
          "trainer.max_epochs=5", "+callbacks.largest_weight._target_=my_callbacks.LargestWeight",
          "hydra.sweep.dir=sweep"]
