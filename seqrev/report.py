@@ -109,8 +109,9 @@ def experiments(runs: list[dict]) -> tuple[dict[str, Any], list[tuple[dict[str, 
     shared = {k: all_settings[0][k] for k in keys if k not in varying} if all_settings else {}
     groups: dict[str, tuple[dict[str, Any], list[dict]]] = {}
     for run, settings in zip(runs, all_settings):
-        distinct = {k: settings.get(k, "<absent>") for k in varying}
-        groups.setdefault(json.dumps(distinct, sort_keys=True, default=str), (distinct, []))[1].append(run)
+        key = json.dumps({k: settings.get(k, "<absent>") for k in varying}, sort_keys=True, default=str)
+        distinct = {k: settings[k] for k in varying if k in settings}  # absent stays absent: e.g. fixed lengths
+        groups.setdefault(key, (distinct, []))[1].append(run)
     ordered_groups = sorted(groups.values(), key=lambda g: (not follows_tutorial({**shared, **g[0]}),
                                                             json.dumps(g[0], sort_keys=True, default=str)))
     return shared, ordered_groups

@@ -133,3 +133,13 @@ def test_padded_tasks_get_no_mode_baseline(tmp_path):
     run_result(tmp_path / "sel", 0.8, timesteps=6, **{"data.task": "select_even", "data.min_timesteps": 4})
     runs, _ = gather([tmp_path])
     assert "mode baseline" not in markdown(runs, [])
+
+
+def test_a_fixed_length_group_keeps_its_figures_beside_a_variable_length_one(tmp_path):
+    run_result(tmp_path / "fixed", 0.97)
+    run_result(tmp_path / "varying", 0.5, timesteps=6, **{"data.min_timesteps": 3})
+    runs, _ = gather([tmp_path])
+    text = markdown(runs, [])
+    fixed = text[:text.index("data.min_timesteps=3")]  # the tutorial's protocol comes first
+    assert "[97.250]" in fixed and "| 38.35 |" in fixed
+    assert "[97.250]" not in text[text.index("data.min_timesteps=3"):]
