@@ -30,6 +30,7 @@ BAD_VALUES = [  # checked in-process on the composed config: milliseconds each
     (["data.val_fraction=0.0001"], "leave at least one validation pair"),
     (["data.batch_size=0"], "data.batch_size=0 is not allowed"),
     (["data.steps_per_call=0"], "data.steps_per_call=0 is not allowed"),
+    (["data.eval_batch_size=0"], "data.eval_batch_size=0 is not allowed"),
     (["threads=0"], "threads=0 is not allowed"),
     (["model.units=-3"], "model.units=-3 is not allowed"),
     (["model.init=xavier"], "choose one of keras, torch"),
@@ -207,3 +208,12 @@ def test_sigint_stops_gracefully_with_a_checkpoint_and_resumes_exactly(tmp_path)
     got = json.loads((run_dir / "results.json").read_text())
     expected = json.loads((tmp_path / "whole" / "results.json").read_text())
     assert got["resumed"] is True and metrics_of(got) == metrics_of(expected)
+
+
+def test_resume_continues_from_the_last_checkpoint_not_the_best(tmp_path):
+    run = tmp_path / "run"
+    train(compose_config(*TINY, "trainer.max_epochs=2", output_dir=run))
+    (run / "checkpoints" / "best.ckpt").unlink()  # only last.ckpt holds where the run stopped
+    (run / "results.json").unlink()
+    results = train(compose_config(*TINY, "trainer.max_epochs=3", f"resume={run}", output_dir=run))
+    assert results["resumed"] is True and results["epochs_run"] == 3

@@ -97,6 +97,17 @@ def test_masked_loss_ignores_unscored_positions():
     changed[0, 3:] = torch.randn(2, 11) * 10  # only unscored positions
     assert torch.isclose(model.loss(logits, targets), model.loss(changed, targets))
     assert model.n_classes == 11 and model(torch.zeros(2, 5, 11)).shape == (2, 5, 11)
+    # the mean over scored positions (the two symbols and the end marker), not over every position
+    expected = torch.nn.functional.cross_entropy(logits[0, :3], targets[0, :3])
+    assert torch.isclose(model.loss(logits, targets), expected)
+
+
+def test_predicted_symbols_stop_at_the_end_symbol():
+    from seqrev.models import WIRINGS
+    model = WIRINGS["both_outputs"](n_features=10, timesteps=5, units=8, padded=True)
+    answer = torch.tensor([[7, 3, PAD, 4, PAD], [1, 2, 3, 4, 5]])  # what the model says, end symbol included
+    model.forward = lambda inputs: torch.nn.functional.one_hot(answer[: len(inputs)], 11).float()
+    assert model.predict_symbols([[1, 2], [3, 4, 5, 6, 7]]) == [[7, 3], [1, 2, 3, 4, 5]]
 
 
 def input_ignoring_baseline(cfg) -> float:
