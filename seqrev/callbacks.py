@@ -83,6 +83,8 @@ class AttentionMap(Callback):
         self.dirpath, self.n_examples = Path(dirpath), n_examples
 
     def on_test_end(self, trainer, pl_module) -> None:
+        if not trainer.is_global_zero:  # with several processes (trainer=ddp) one picture, by rank 0
+            return
         if not hasattr(pl_module, "attention_weights") or trainer.datamodule is None:
             return
         try:

@@ -61,7 +61,6 @@ class RunResults(RunIdentity, RunScores, total=False):
 
 
 IDENTITY_FIELDS: tuple[str, ...] = tuple(get_type_hints(RunIdentity))
-SCORE_FIELDS: tuple[str, ...] = tuple(get_type_hints(RunScores))
 
 
 def write_results(run_dir: str | Path, results: RunResults | dict[str, Any]) -> Path:
