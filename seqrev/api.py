@@ -25,6 +25,7 @@ def fit(*overrides: str) -> RunResults:
     from seqrev.config import validate
     from seqrev.preflight import check_command_line
     from seqrev.rundir import refuse_existing_results
+    from seqrev.runlock import run_folder_lock
 
     overrides = list(overrides)
     argv = ["seqrev.fit", *overrides]
@@ -46,8 +47,6 @@ def fit(*overrides: str) -> RunResults:
     except Exception:
         HydraConfig.instance().cfg = None
         raise
-    from seqrev.runlock import run_folder_lock
-
     try:
         with run_folder_lock(run_dir):  # FolderBusy (a RunDirError) when another live process holds it
             return _run(cfg, job_cfg, run_dir, overrides)
