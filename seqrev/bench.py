@@ -50,7 +50,7 @@ def seqrev_fit(cfg) -> tuple[float, int]:
     import io
 
     from seqrev.callbacks import TrainingTimer
-    from seqrev.train import build
+    from seqrev.run import build
 
     datamodule, model, trainer = build(cfg)
     timer = TrainingTimer()

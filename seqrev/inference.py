@@ -1,8 +1,9 @@
 """Use what you trained: a model back from a run folder or a checkpoint, with no config at hand.
 
 Checkpoints are read with `weights_only=True` (seqrev.rundir.load_checkpoint): a file from elsewhere
-never runs code. The wiring is found by the name in the checkpoint among the wirings imported in
-this process (seqrev's own, and any of yours you have imported), never imported from the file.
+never runs code. The wiring is found by the name in the checkpoint among the wirings registered in
+this process (`seqrev.models.WIRINGS`: seqrev's own, and any of yours you have imported), never
+imported on the file's say-so.
 """
 
 from __future__ import annotations
@@ -33,19 +34,6 @@ def checkpoint_path(run: str | Path, checkpoint: str = "best") -> Path:
     return found
 
 
-def _wirings() -> dict[str, type]:
-    """Every wiring class imported in this process, by its name."""
-    from seqrev.models import WIRINGS, Seq2SeqModel
-
-    found, todo = dict(WIRINGS), list(Seq2SeqModel.__subclasses__())
-    while todo:
-        cls = todo.pop()
-        todo.extend(cls.__subclasses__())
-        if isinstance(getattr(cls, "name", None), str):
-            found.setdefault(cls.name, cls)
-    return found
-
-
 def read(run: str | Path, checkpoint: str = "best", map_location: Any = "cpu") -> tuple[Any, dict[str, Any]]:
     """(model in eval mode, what the checkpoint says about its data: task, min_timesteps) for a run or .ckpt."""
     from seqrev.rundir import load_checkpoint
@@ -57,10 +45,12 @@ def read(run: str | Path, checkpoint: str = "best", map_location: Any = "cpu") -
     if not isinstance(hparams, dict) or not isinstance(name, str):
         raise RunDirError(f"{path} does not record which model it holds and how it was built: it was written by an "
                           "older seqrev (or is not seqrev's); train it again with this version.")
-    wiring = _wirings().get(name)
+    from seqrev.models import WIRINGS
+
+    wiring = WIRINGS.get(name)
     if wiring is None:
         raise RunDirError(f"{path} holds a {name!r} model, a wiring not imported here: import the module that "
-                          "defines it first.")
+                          "defines it first (python -m seqrev.predict --import MODULE ...).")
     model = wiring(**hparams)
     model.load_state_dict(contents["state_dict"])
     data = {key: value for key, value in (contents.get("ReversedSequenceData") or {}).items()

@@ -49,11 +49,14 @@ def expected_outputs(task: str, sequences: list[list[int]], timesteps: int, pad:
     """The task applied to each input (reverse, sort, ...), as seqrev's data generator computes it."""
     import torch
 
-    from seqrev.tasks import targets_for
+    from seqrev.tasks import TASKS, targets_for, until_end
 
+    if task not in TASKS:
+        raise RunDirError(f"this run's task {task!r} is not registered here: name the module that defines it with "
+                          "--import MODULE.")
     padded = [s + [pad] * (timesteps - len(s)) for s in sequences]
     targets = targets_for(task, torch.tensor(padded), torch.tensor([len(s) for s in sequences]), pad)
-    return [row[: row.index(pad)] if pad in row else row for row in targets.tolist()]
+    return [until_end(row, pad) for row in targets.tolist()]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -64,6 +67,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--checkpoint", default="best", help="best (default) or last, for a run folder")
     parser.add_argument("--json", action="store_true", help="a JSON list instead of the tutorial's lines")
     parser.add_argument("--attention", type=Path, metavar="PNG", help="save attention weights (attention runs)")
+    parser.add_argument("--import", dest="modules", action="append", default=[], metavar="MODULE",
+                        help="a module of yours to import first: the one defining the run's wiring or task")
     args = parser.parse_args(argv)
     signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # piped into `head`: stop quietly, as Unix tools do
     try:
@@ -74,9 +79,16 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def predict(args: argparse.Namespace) -> int:
+    import importlib
+
     from seqrev.inference import read
 
     sequences = read_sequences(args)
+    for module in args.modules:  # the user's say-so, never the checkpoint's
+        try:
+            importlib.import_module(module)
+        except ImportError as error:
+            raise RunDirError(f"--import {module}: {error}.") from None
     model, data = read(args.run, args.checkpoint)
     if args.attention is not None and not hasattr(model, "attention_weights"):
         raise ValueError(f"--attention needs a model with attention; this run's model is {model.name!r}")

@@ -22,12 +22,6 @@ class Example(NamedTuple):
     predicted: list[int]
 
 
-def symbols(sequence, pad: int | None) -> list[int]:
-    """A sequence as the symbols it holds: up to its first padding symbol, if the task pads."""
-    values = sequence.tolist()
-    return values[: values.index(pad)] if pad is not None and pad in values else values
-
-
 def log_to_tensorboard(trainer, cfg: DictConfig, results: RunResults, examples: list[Example]) -> None:
     from lightning.pytorch.loggers import TensorBoardLogger
 

@@ -7,7 +7,6 @@ the same TensorBoard run and its checkpoints in the same place.
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 from seqrev.errors import RunDirError
@@ -67,56 +66,6 @@ def run_status(run_dir: Path) -> str | None:
         return None
 
 
-JOB_FILE = "job.json"
-"""A sweep job's own record of its overrides, written when it starts: Hydra rewrites `.hydra/` at
-every start, so this is what tells whether a folder still holds the job the sweep now wants."""
-
-
-def continue_job(job_dir: Path, overrides: list[str]) -> tuple[str, int]:
-    """What a sweep job does with its folder: ("skip", 0) when it finished, ("resume", epochs done) when
-    it was killed or interrupted after a checkpoint, ("run", 0) otherwise (a failed job's files cleared).
-
-    RunDirError when the folder holds a job with other overrides (the sweep's parameters changed).
-    """
-    import json
-
-    from seqrev.atomic import atomic_write
-
-    job_file = job_dir / JOB_FILE
-    if job_file.is_file():
-        saved = json.loads(job_file.read_text()).get("overrides")
-        if saved != overrides:
-            changed = sorted(set(saved or []) ^ set(overrides))
-            raise RunDirError(f"{job_dir} holds a job with other settings than this sweep's job there "
-                              f"(differing: {', '.join(changed)}); use another hydra.sweep.dir, or delete that folder.")
-    status = run_status(job_dir)
-    if status == "ok":
-        return "skip", 0
-    if status != "failed" and last_checkpoint(job_dir).is_file():
-        try:
-            return "resume", check_checkpoint(last_checkpoint(job_dir))
-        except RunDirError:
-            pass  # killed before a complete checkpoint existed: start again
-    clear_run(job_dir)
-    atomic_write(job_file, lambda handle: handle.write(json.dumps({"overrides": overrides}).encode()))
-    return "run", 0
-
-
-def clear_run(run_dir: Path) -> None:
-    """Remove what a previous start of a run wrote, keeping Hydra's own `.hydra/`, the log and the lock."""
-    import shutil
-
-    from seqrev.runlock import LOCK_FILE
-
-    for path in run_dir.iterdir() if run_dir.is_dir() else ():
-        if path.name in (".hydra", "train.log", LOCK_FILE) or path.name.startswith("train_ddp_process_"):
-            continue
-        if path.is_dir() and not path.is_symlink():
-            shutil.rmtree(path)
-        else:
-            path.unlink()
-
-
 def resume_argv(run_dir_arg: str, other_args: list[str]) -> list[str]:
     """The command-line overrides that continue `run_dir_arg`, or RunDirError saying why it can't be."""
     import yaml  # comes with omegaconf
@@ -151,14 +100,15 @@ def seqrev_targets() -> set[str]:
 
 def refuse_instantiation(run_dir_arg: str, folder_overrides: list[str], command_line: list[str]) -> None:
     """RunDirError for the first override a run folder names that would have something instantiated (a
-    `_target_`, or a setting of Hydra's own, such as its search path or callbacks, which Hydra never
+    `_target_`, a task's dotted path, or a setting of Hydra's own, such as its search path or callbacks, which Hydra never
     writes there) unless the command line repeats it or it names what seqrev's own configs name.
     A folder is data: what it says is run only when the user says so too."""
     known = seqrev_targets()
     for override in folder_overrides:
         key, _, value = override.partition("=")
         key = key.lstrip("+~")
-        instantiates = "_target_" in override or key.startswith(("hydra.", "hydra/"))
+        instantiates = "_target_" in override or key.startswith(("hydra.", "hydra/")) or (
+            key == "data.task" and "." in value)  # a task of one's own: its module would be imported
         if not instantiates or override in command_line:
             continue
         if key.endswith("._target_") and value.strip("'\"") in known:
@@ -187,8 +137,3 @@ def refuse_existing_results(argv: list[str]) -> None:
             if (run_dir / FILENAME).exists():
                 raise RunDirError(f"hydra.run.dir={str(run_dir)!r} already holds a run's results.json; choose "
                                   f"another directory, delete it yourself, or continue it with resume={run_dir}.")
-
-
-def fail(message: str, status: int = 2) -> None:
-    print(f"seqrev: {message}", file=sys.stderr)
-    raise SystemExit(status)

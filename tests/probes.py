@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+import types
 from pathlib import Path
 
 import torch
@@ -112,7 +113,11 @@ def record_module_hooks(cls: type) -> type:
         self.hook_calls = []
     namespace = {"__init__": init, **{hook: _recorder(hook, offset=0) for hook in TRAINING_HOOKS
                                       if hook not in ("on_validation_start", "on_validation_end")}}
-    return type(f"Recorded{cls.__name__}", (cls,), namespace)
+    from seqrev.models import Seq2SeqModel
+
+    # a recording of a wiring is not a wiring of its own: it stays out of seqrev.models.WIRINGS
+    keywords = {"abstract": True} if issubclass(cls, Seq2SeqModel) else {}
+    return types.new_class(f"Recorded{cls.__name__}", (cls,), keywords, lambda ns: ns.update(namespace))
 
 
 def _recorded_both_outputs() -> type:

@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from seqrev.train import train
+from seqrev.run import train
 
 from conftest import ROOT, compose_config, run_cli
 

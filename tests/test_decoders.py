@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from seqrev.models import WIRINGS
-from seqrev.train import build, train
+from seqrev.run import build, train
 
 from conftest import compose_config
 

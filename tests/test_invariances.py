@@ -4,7 +4,7 @@ import pytest
 import torch
 from hydra.utils import instantiate
 
-from seqrev.train import train
+from seqrev.run import train
 
 from conftest import compose_config
 

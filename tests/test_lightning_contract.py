@@ -19,7 +19,7 @@ from lightning.pytorch.callbacks import (
 from lightning.pytorch.loggers import TensorBoardLogger
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from seqrev.train import build, train
+from seqrev.run import build, train
 
 from conftest import compose_config
 from probes import HookLog, record_module_hooks

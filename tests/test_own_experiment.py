@@ -65,3 +65,29 @@ def test_a_typo_in_your_own_wirings_name_is_one_sentence(own_folder):
                            "model=reversed_inptu"], cwd=own_folder, capture_output=True, text=True)
     assert done.returncode == 2 and done.stderr.count("\n") == 1
     assert "model='reversed_inptu' is not allowed" in done.stderr and "reversed_input" in done.stderr
+
+
+def test_a_task_of_your_own_sweeps_reports_and_predicts_under_its_own_name(tmp_path):
+    folder = tmp_path / "own_experiment"
+    shutil.copytree(ROOT / "docs" / "own_experiment", folder, ignore=shutil.ignore_patterns("sweep", "rotate"))
+    sweep = ["-m", "data.task=my_tasks.rotate", "seed=0,1", "data.n_train=300", "data.n_test=50",
+             "trainer.max_epochs=2", "hydra.sweep.dir=rotate"]
+    done = subprocess.run([sys.executable, "-m", "seqrev.train", *sweep], cwd=folder, capture_output=True,
+                          text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    job = folder / "rotate" / "0_model=both_outputs,timesteps=4,units=16,seed=0"
+    assert json.loads((job / "results.json").read_text())["task"] == "my_tasks.rotate"
+
+    report = subprocess.run([sys.executable, "-m", "seqrev.report", "rotate"], cwd=folder, capture_output=True,
+                            text=True)
+    assert report.returncode == 0, report.stderr
+    assert "data.task=my_tasks.rotate" in (folder / "rotate" / "report.md").read_text()
+
+    predict = [sys.executable, "-m", "seqrev.predict", str(job), "3,2,9,1"]
+    done = subprocess.run([*predict, "--import", "my_tasks"], cwd=folder, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("Input [3, 2, 9, 1] Expected: [2, 9, 1, 3] Predicted [")
+    unimported = subprocess.run(predict, cwd=folder, capture_output=True, text=True)
+    assert unimported.returncode == 2 and unimported.stderr.strip() == (
+        "seqrev: this run's task 'my_tasks.rotate' is not registered here: name the module that defines it with "
+        "--import MODULE.")

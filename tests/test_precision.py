@@ -6,7 +6,7 @@ import torch
 from seqrev.config import validate
 from seqrev.errors import ConfigError
 from seqrev.models import WIRINGS
-from seqrev.train import set_determinism, train
+from seqrev.run import set_determinism, train
 
 from conftest import compose_config
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from seqrev.train import train
+from seqrev.run import train
 
 from conftest import ROOT, compose_config, run_cli, wait_until_paused
 

@@ -79,6 +79,10 @@ def test_a_target_seqrevs_own_configs_name_is_resumed_without_asking():
         refuse_instantiation("RUN", ["hydra.searchpath=[file:///elsewhere]"], [])
     with pytest.raises(ValueError, match="_target_"):
         refuse_instantiation("RUN", ["+callbacks.x={_target_: torch.load}"], [])
+    with pytest.raises(ValueError, match="data.task=my_tasks.rotate"):  # a task's module would be imported
+        refuse_instantiation("RUN", ["data.task=my_tasks.rotate"], [])
+    refuse_instantiation("RUN", ["data.task=my_tasks.rotate"], ["data.task=my_tasks.rotate"])  # said again: run
+    refuse_instantiation("RUN", ["data.task=sort"], [])
 
 
 def event_writers(job_dir: Path) -> set[str]:

@@ -7,7 +7,7 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 
-from seqrev.train import train
+from seqrev.run import train
 
 from conftest import CONF, ROOT, compose_config, run_cli
 

@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from seqrev.metrics import SequenceScores
+from seqrev.run import train
 from seqrev.tasks import TASKS, make_pairs, scored_positions, targets_for
-from seqrev.train import train
 
 from conftest import compose_config
 
@@ -154,3 +154,29 @@ def test_a_sweep_over_tasks_reports_one_table_per_task(tmp_path):
                     "# data.task=sort, model.cell=lstm", "# data.task=sort, model.cell=gru"):
         assert heading in text
     assert text.index("data.task=reverse, model.cell=lstm") < text.index("data.task=sort, model.cell=gru")
+
+
+def test_a_task_of_your_own_is_found_by_its_dotted_path_and_trains(tmp_path, monkeypatch):
+    from seqrev.data import ReversedSequenceData
+    from seqrev.errors import ConfigError
+    from seqrev.tasks import find_task
+
+    from conftest import ROOT
+
+    with pytest.raises(ConfigError, match="cannot be imported"):
+        find_task("no_such_module.rotate")
+    monkeypatch.syspath_prepend(str(ROOT / "docs" / "own_experiment"))  # as `cd docs/own_experiment` does
+    assert find_task("my_tasks.rotate").name == "my_tasks.rotate"
+    assert targets_for("my_tasks.rotate", torch.tensor([[3, 2, 9, 1], [4, 5, PAD, PAD]]), torch.tensor([4, 2]),
+                       PAD).tolist() == [[2, 9, 1, 3], [5, 4, PAD, PAD]]
+    data = ReversedSequenceData(n_train=50, n_test=10, task="my_tasks.rotate")
+    data.setup("fit")
+    inputs, targets = data.train
+    assert targets.tolist() == inputs.argmax(-1).roll(-1, dims=1).tolist()  # the data module uses it
+
+    cfg = compose_config("data.task=my_tasks.rotate", "data.n_train=200", "data.n_test=20", "trainer.max_epochs=1",
+                         output_dir=tmp_path)
+    results = train(cfg)
+    assert results["task"] == "my_tasks.rotate" and results["config"]["data"]["task"] == "my_tasks.rotate"
+    with pytest.raises(ConfigError, match="choose one of reverse, copy, sort.*dotted path"):
+        train(compose_config("data.task=rotate", output_dir=tmp_path / "other"))

@@ -7,7 +7,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from seqrev.data import ReversedSequenceData
 from seqrev.models import WIRINGS, Seq2SeqModel
-from seqrev.train import train
+from seqrev.run import train
 
 from conftest import compose_config, run_cli
 
@@ -67,7 +67,7 @@ def test_one_epoch_in_process_writes_results_and_tensorboard(tmp_path, caplog):
 
 
 def test_global_step_counts_every_optimiser_step(tmp_path):
-    from seqrev.train import build
+    from seqrev.run import build
     cfg = compose_config("trainer.max_epochs=3", "data.n_train=400", "data.steps_per_call=5", output_dir=tmp_path)
     datamodule, model, trainer = build(cfg)
     trainer.fit(model, datamodule=datamodule)

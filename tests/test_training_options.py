@@ -11,7 +11,7 @@ import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from seqrev.train import train
+from seqrev.run import train
 
 from conftest import ROOT, compose_config, run_cli, wait_until_paused
 

@@ -20,7 +20,7 @@ from torch import nn
 from seqrev.errors import NonFiniteLossError
 from seqrev.layers import Cell, Init, dense_layer, recurrent_layer, trainable_parameters
 from seqrev.metrics import SequenceScores
-from seqrev.tasks import scored_positions
+from seqrev.tasks import scored_positions, until_end
 
 Batch = tuple[torch.Tensor, torch.Tensor]
 
@@ -48,6 +48,11 @@ def plain(settings: Mapping[str, Any] | None) -> dict[str, Any] | None:
     return None if settings is None else {str(key): settings[key] for key in settings}
 
 
+WIRINGS: dict[str, type[Seq2SeqModel]] = {}
+"""Every wiring imported in this process, by name: seqrev's own (imported with seqrev.models) and each
+subclass of yours, registered by being defined. A config names one by its dotted path (`_target_`)."""
+
+
 class Seq2SeqModel(LightningModule):
     """Maps one-hot inputs (B, T, F) to logits (B, T, F); trained with cross-entropy over every token."""
 
@@ -56,10 +61,12 @@ class Seq2SeqModel(LightningModule):
     keras_parameters: ClassVar[int | None] = None
     """Trainable parameters at 16 units, 10 symbols, T=4, as Keras counts them (tests check it)."""
 
-    def __init_subclass__(cls, **kwargs) -> None:
+    def __init_subclass__(cls, abstract: bool = False, **kwargs) -> None:
         super().__init_subclass__(**kwargs)
         if "name" not in cls.__dict__:
             cls.name = cls.__name__
+        if not abstract:
+            WIRINGS[cls.name] = cls
 
     def __init__(self, n_features: int, timesteps: int, units: int = 16, init: Init = "keras", cell: Cell = "lstm",
                  padded: bool = False, optimizer: Mapping[str, Any] | None = None,
@@ -277,5 +284,4 @@ class Seq2SeqModel(LightningModule):
     def predict_symbols(self, sequences: list[list[int]]) -> list[list[int]]:
         """The model's answer to each sequence, as plain lists of ints (cut at the end symbol, if it pads)."""
         predicted = self.predict(self.encode(sequences)).cpu()
-        pad = self.pad
-        return [row[: row.index(pad)] if pad is not None and pad in row else row for row in predicted.tolist()]
+        return [until_end(row, self.pad) for row in predicted.tolist()]

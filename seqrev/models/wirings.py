@@ -14,6 +14,16 @@ from seqrev.layers import repeat
 from seqrev.models.base import Seq2SeqModel
 
 
+class TwoLayers(Seq2SeqModel, abstract=True):
+    """Layer 1 reads the one-hot input, layer 2 something of layer 1's, a Dense maps to symbols."""
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.layer1 = self.recurrent(self.n_classes)
+        self.layer2 = self.recurrent(self.units)
+        self.output_layer = self.dense()
+
+
 class SingleDefault(Seq2SeqModel):
     """Model 1: one LSTM; its last hidden state, repeated T times, feeds a per-step Dense."""
 
@@ -31,17 +41,11 @@ class SingleDefault(Seq2SeqModel):
         return self.output_layer(repeat(all_h[:, -1], self.timesteps))
 
 
-class StackedDefault(Seq2SeqModel):
+class StackedDefault(TwoLayers):
     """Model 2: two LSTMs joined by repeated last hidden states; layer 2 starts from zeros."""
 
     name = "stacked_default"
     keras_parameters = 4010
-
-    def __init__(self, **kwargs) -> None:
-        super().__init__(**kwargs)
-        self.layer1 = self.recurrent(self.n_classes)
-        self.layer2 = self.recurrent(self.units)
-        self.output_layer = self.dense()
 
     # x -> LSTM -> last_h -> RepeatVector(T) -> LSTM -> last_h -> RepeatVector(T) -> Dense
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -50,17 +54,11 @@ class StackedDefault(Seq2SeqModel):
         return self.output_layer(repeat(all_h2[:, -1], self.timesteps))
 
 
-class ReturnSequences(Seq2SeqModel):
+class ReturnSequences(TwoLayers):
     """Model 3: layer 2 reads every hidden state of layer 1; layer 2 starts from zeros."""
 
     name = "return_sequences"
     keras_parameters = 4010
-
-    def __init__(self, **kwargs) -> None:
-        super().__init__(**kwargs)
-        self.layer1 = self.recurrent(self.n_classes)
-        self.layer2 = self.recurrent(self.units)
-        self.output_layer = self.dense()
 
     # x -> LSTM -> all_h -> LSTM -> all_h2 -> TimeDistributed(Dense)
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -69,17 +67,11 @@ class ReturnSequences(Seq2SeqModel):
         return self.output_layer(all_h2)
 
 
-class ReturnState(Seq2SeqModel):
+class ReturnState(TwoLayers):
     """Model 4: layer 2 reads layer 1's last hidden state repeated, and starts from its final (h, c)."""
 
     name = "return_state"
     keras_parameters = 4010
-
-    def __init__(self, **kwargs) -> None:
-        super().__init__(**kwargs)
-        self.layer1 = self.recurrent(self.n_classes)
-        self.layer2 = self.recurrent(self.units)
-        self.output_layer = self.dense()
 
     # x -> LSTM -> last_h -> RepeatVector(T) -> LSTM(initial_state=final) -> all_h2 -> TimeDistributed(Dense)
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -88,17 +80,11 @@ class ReturnState(Seq2SeqModel):
         return self.output_layer(all_h2)
 
 
-class BothOutputs(Seq2SeqModel):
+class BothOutputs(TwoLayers):
     """Model 5: layer 2 reads every hidden state of layer 1 *and* starts from its final (h, c)."""
 
     name = "both_outputs"
     keras_parameters = 4010
-
-    def __init__(self, **kwargs) -> None:
-        super().__init__(**kwargs)
-        self.layer1 = self.recurrent(self.n_classes)
-        self.layer2 = self.recurrent(self.units)
-        self.output_layer = self.dense()
 
     # x -> LSTM -> all_h -> LSTM(initial_state=final) -> all_h2 -> TimeDistributed(Dense)
     def forward(self, x: torch.Tensor) -> torch.Tensor:

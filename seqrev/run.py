@@ -1,0 +1,207 @@
+"""One run as a function of its config: validate, build, fit, score, publish.
+
+Nothing here reads global state: the caller (`seqrev.train`, for the command line and `seqrev.fit`)
+passes in what Hydra knows, such as the name the model's config file gives it.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from seqrev.config import validate
+from seqrev.errors import EXPECTED_ERRORS, describe_error, storage_problem
+from seqrev.publish import Example, log_to_tensorboard, print_report
+from seqrev.results import RunIdentity, RunResults, write_results
+from seqrev.rundir import last_checkpoint
+
+log = logging.getLogger("seqrev")
+
+
+def train(cfg: DictConfig, model_name: str | None = None) -> RunResults:
+    """One run, start to finish: build, fit, score, publish. Raises on failure; the caller records it.
+
+    `model_name` is the name of the model's config file (`model=NAME`); by default the wiring's own."""
+    validate(cfg)
+    datamodule, model, trainer = build(cfg)
+    run_dir = Path(cfg.paths.output_dir)
+    resume_from = last_checkpoint(Path(cfg.resume)) if cfg.resume else None
+    about = describe(cfg, model_name)
+    fit_seconds = fit(trainer, model, datamodule, about, run_dir, resume_from)
+    results, examples = score(trainer, model, datamodule, cfg.examples)
+    results = RunResults(**about, status="ok", **results, fit_seconds=round(fit_seconds, 3),
+                         resumed=resume_from is not None, run_dir=str(run_dir))
+    if trainer.is_global_zero:  # with several processes (trainer=ddp) only rank 0 writes
+        publish(trainer, cfg, results, examples)
+    return results
+
+
+def describe(cfg: DictConfig, model_name: str | None = None) -> RunIdentity:
+    """The fields that say what a run is, readable even from a config that failed validation."""
+    select = lambda key: OmegaConf.select(cfg, key, default=None, throw_on_missing=False)  # noqa: E731
+    return {"model": model_name or wiring_name(str(select("model._target_") or "")),
+            "timesteps": select("data.timesteps"), "n_features": select("data.n_features"),
+            "units": select("model.units"), "seed": select("seed"), "task": select("data.task"),
+            "min_timesteps": select("data.min_timesteps"), "cell": select("model.cell"),
+            "scheduler": str(select("model.scheduler._target_") or "none").rpartition(".")[2],
+            "config": experiment_settings(cfg)}
+
+
+def wiring_name(target: str) -> str | None:
+    """The registered name of the wiring a `_target_` names; else the target itself."""
+    from seqrev.models import WIRINGS
+
+    return next((name for name, cls in WIRINGS.items() if f"{cls.__module__}.{cls.__name__}" == target), target or None)
+
+
+# What defines an experiment, recorded in results.json under `config` so runs compare without .hydra/
+# (the report groups by whatever of it varies): everything but where files go and how fast it runs.
+NOT_THE_EXPERIMENT = ("data._target_", "data.eval_batch_size", "data.steps_per_call", "model._target_",
+                      "model._recursive_", "trainer._target_", "trainer.default_root_dir", "trainer.plugins",
+                      "trainer.enable_progress_bar", "trainer.enable_model_summary", "trainer.log_every_n_steps",
+                      "trainer.num_sanity_val_steps", "trainer.deterministic")
+
+
+def experiment_settings(cfg: DictConfig) -> dict[str, Any] | None:
+    """The resolved data, model (optimizer and schedule included), trainer and early-stopping settings."""
+    try:
+        settings = {
+            "data": OmegaConf.to_container(cfg.data, resolve=True),
+            "model": OmegaConf.to_container(cfg.model, resolve=True),
+            "trainer": OmegaConf.to_container(cfg.trainer, resolve=True),
+            "early_stopping": OmegaConf.to_container(cfg.callbacks.early_stopping, resolve=True)
+            if OmegaConf.select(cfg, "callbacks.early_stopping") is not None else None,
+        }
+    except Exception:  # noqa: BLE001 - a config that cannot resolve (it failed validation): no record
+        return None
+    for key in NOT_THE_EXPERIMENT:
+        section, _, name = key.partition(".")
+        if isinstance(settings.get(section), dict):
+            settings[section].pop(name, None)
+    if isinstance(settings["early_stopping"], dict):
+        settings["early_stopping"].pop("_target_", None)
+    return settings
+
+
+def build(cfg: DictConfig):
+    """Threads, seeds, then the data module, model and trainer (with callbacks and loggers) from the config."""
+    import torch
+    from hydra.utils import instantiate
+    from lightning.pytorch import seed_everything
+
+    from seqrev.console import quiet_lightning
+    from seqrev.stepping import plan_steps
+
+    quiet_lightning()
+    torch.set_num_threads(cfg.threads)
+    seed_everything(cfg.seed, workers=False, verbose=False)
+    datamodule = instantiate(cfg.data)
+    model = instantiate(cfg.model)
+    callbacks, callback_settings = [], {}  # what each callback was made with: seqrev.stepping reads it
+    for settings in (cfg.get("callbacks") or {}).values():
+        callbacks.append(instantiate(settings))
+        callback_settings[id(callbacks[-1])] = OmegaConf.to_container(settings, resolve=True)
+    loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values()]
+    trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False, _convert_="all")
+    set_determinism(bool(cfg.trainer.get("deterministic")))
+    plan_steps(trainer, model, datamodule, callback_settings)
+    return datamodule, model, trainer
+
+
+def set_determinism(deterministic: bool) -> None:
+    """The flags `deterministic` leaves to seqrev (the Trainer has already chosen deterministic kernels).
+
+    Always set both ways, so a previous job in the same process cannot leak its setting. TF32 in
+    cuDNN (on by default for RNNs) is off under `deterministic`, so GPU runs repeat exactly; and
+    filling fresh memory with NaN (PyTorch's default under deterministic algorithms, a kernel launch
+    per allocation) is off, because seqrev never reads memory it has not written.
+    """
+    import torch
+
+    torch.backends.cudnn.allow_tf32 = not deterministic
+    torch.utils.deterministic.fill_uninitialized_memory = not deterministic
+
+
+def fit(trainer, model, datamodule, about: RunIdentity, run_dir: Path, resume_from: Path | None) -> float:
+    """Train; the wall seconds it took. Ctrl-C leaves `status: interrupted` and the last checkpoint."""
+    stopper = trainer.early_stopping_callback
+    log.info(f"{about['model']}: {model.trainable_params:,} trainable parameters, T={about['timesteps']}, "
+             f"{about['n_features']} features, {about['units']} units, seed {about['seed']}")
+    log.info(f"training for up to {trainer.max_epochs} epochs"
+             + (f" with EarlyStopping(monitor={stopper.monitor}, patience={stopper.patience})" if stopper else "")
+             + (f", resuming from {resume_from}" if resume_from else "") + " ...")
+    started = time.perf_counter()
+    try:
+        trainer.fit(model, datamodule=datamodule, ckpt_path=str(resume_from) if resume_from else None)
+    except SystemExit:
+        if trainer.interrupted:  # Lightning turns Ctrl-C into SystemExit after its graceful shutdown
+            write_results(run_dir, {**about, "status": "interrupted", "epochs_run": trainer.current_epoch,
+                                    "error": "interrupted by the user (SIGINT)", "run_dir": str(run_dir)})
+            log.info(f"interrupted: the last checkpoint is {last_checkpoint(run_dir)}; "
+                     f"continue with: python -m seqrev.train resume={run_dir}")
+        raise
+    if trainer.interrupted:
+        raise RuntimeError("training stopped before it finished")
+    return time.perf_counter() - started
+
+
+def score(trainer, model, datamodule, n_examples: int) -> tuple[dict[str, Any], list[Example]]:
+    """The trained model's scores (test set through the Trainer, the tutorial's after-training train
+    accuracy on every training pair) and its answers to the first `n_examples` test pairs."""
+    extra = extra_scalars(trainer)  # read before testing, which starts the logged values afresh
+    if "val" not in model.last_scores:  # resumed after its last epoch (killed while testing): nothing validated
+        trainer.validate(model, datamodule=datamodule, verbose=False)
+    trainer.test(model, datamodule=datamodule, verbose=False)
+    train_scores = model.evaluate(datamodule.train_full_dataloader())
+    stopper = trainer.early_stopping_callback
+    val, test = model.last_scores["val"], model.last_scores["test"]
+    scores = {
+        "trainable_params": model.trainable_params, "epochs_run": trainer.current_epoch,
+        "stopped_early": bool(stopper and stopper.stopped_epoch > 0),
+        "train_acc": train_scores["acc"], "train_seq_acc": train_scores["seq_acc"],
+        "val_acc": val["acc"], "val_loss": val["loss"],
+        "test_acc": test["acc"], "test_seq_acc": test["seq_acc"], "test_loss": test["loss"],
+        "test_acc_per_position": test["acc_per_position"],
+        "extra": {**extra, **extra_scalars(trainer)},
+    }
+    from seqrev.tasks import until_end
+
+    inputs, targets = (t[:n_examples] for t in datamodule.test)
+    predictions = model.predict(inputs).cpu()
+    examples = [Example(until_end(x.argmax(-1).tolist(), model.pad), until_end(y.tolist(), model.pad),
+                        until_end(p.tolist(), model.pad))
+                for x, y, p in zip(inputs.cpu(), targets.cpu(), predictions)]
+    return scores, examples
+
+
+def extra_scalars(trainer) -> dict[str, float]:
+    """Scalars a callback of the user's logged under `extra/` (their latest values): a convention that puts
+    them into results.json, TensorBoard's HPARAMS and the report's CSV (README "Your own experiments")."""
+    return {key.removeprefix("extra/"): float(value) for key, value in trainer.callback_metrics.items()
+            if key.startswith("extra/")}
+
+
+def publish(trainer, cfg: DictConfig, results: RunResults, examples: list[Example]) -> None:
+    """results.json, then TensorBoard's HPARAMS and examples, then the tutorial's printout."""
+    write_results(results["run_dir"], results)
+    log_to_tensorboard(trainer, cfg, results, examples)
+    print_report(results, examples)
+
+
+def record_failure(cfg: DictConfig, error: BaseException, model_name: str | None = None) -> str | None:
+    """results.json with `status: failed` and the cause; or, when it cannot be written, why not."""
+    run_dir = Path(OmegaConf.select(cfg, "paths.output_dir", default="."))
+    results = {**describe(cfg, model_name), "status": "failed", "error": describe_error(error, run_dir),
+               "error_type": type(error).__name__, "run_dir": str(run_dir)}
+    if not isinstance(error, EXPECTED_ERRORS) and storage_problem(error) is None:
+        results["traceback"] = traceback.format_exc()
+    try:
+        write_results(run_dir, results)
+    except OSError as second:
+        return f"results.json could not be written either ({second.strerror or second})"
+    return None
