@@ -100,8 +100,8 @@ def seqrev_targets() -> set[str]:
 
 def refuse_instantiation(run_dir_arg: str, folder_overrides: list[str], command_line: list[str]) -> None:
     """RunDirError for the first override a run folder names that would have something instantiated (a
-    `_target_`, a task's dotted path, or a setting of Hydra's own, such as its search path or callbacks, which Hydra never
-    writes there) unless the command line repeats it or it names what seqrev's own configs name.
+    `_target_`, a task's dotted path, or a setting of Hydra's own, such as its search path or callbacks,
+    which Hydra never writes there) unless the command line repeats it or it names what seqrev's own configs name.
     A folder is data: what it says is run only when the user says so too."""
     known = seqrev_targets()
     for override in folder_overrides:
