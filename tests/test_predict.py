@@ -76,6 +76,7 @@ def test_a_padded_task_predicts_shorter_sequences_and_stops_at_the_end_symbol(tm
     assert (tmp_path / "a.png").stat().st_size > 1000
 
 
+@pytest.mark.slow
 def test_fit_writes_the_same_run_folder_as_the_command_line_and_resume_works_on_it(tmp_path):
     results = seqrev.fit("model=return_state", *TINY, "trainer.max_epochs=1", f"hydra.run.dir={tmp_path / 'run'}")
     cli = run_cli("model=return_state", *TINY, "trainer.max_epochs=1", f"hydra.run.dir={tmp_path / 'cli'}")
@@ -88,6 +89,40 @@ def test_fit_writes_the_same_run_folder_as_the_command_line_and_resume_works_on_
         seqrev.fit("model=return_state", f"hydra.run.dir={tmp_path / 'run'}")
     with pytest.raises(seqrev.errors.ConfigError, match="did you mean `model.units`"):
         seqrev.fit("model.unit=3")
+
+
+@pytest.mark.slow
+def test_fit_resume_is_the_command_lines_resume(tmp_path):
+    """One way in: `seqrev.fit("resume=RUN")` continues RUN in place, refuses what the command line refuses
+    with the same sentence, and ends with the same numbers."""
+    import shutil
+
+    killed = tmp_path / "killed"
+    seqrev.fit("model=return_state", *TINY, f"hydra.run.dir={killed}")
+    (killed / "results.json").unlink()  # as a run killed after its second epoch leaves its folder
+    by_cli, by_fit = tmp_path / "cli", tmp_path / "fit"
+    shutil.copytree(killed, by_cli)
+    shutil.copytree(killed, by_fit)
+    cli = run_cli(f"resume={by_cli}", "trainer.max_epochs=4")
+    assert cli.returncode == 0, cli.stderr[-2000:]
+    from_cli = json.loads((by_cli / "results.json").read_text())
+    results = seqrev.fit(f"resume={by_fit}", "trainer.max_epochs=4")
+    assert results["run_dir"] == str(by_fit) and results["resumed"] and results["epochs_run"] == 4
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cli", "fit", "killed"]  # no new folder
+    for key in ("test_acc", "test_seq_acc", "test_loss", "val_loss", "train_acc", "epochs_run"):
+        assert results[key] == from_cli[key], key
+
+    finished = run_cli(f"resume={by_cli}")
+    with pytest.raises(seqrev.errors.RunDirError) as refused:
+        seqrev.fit(f"resume={by_cli}")
+    assert finished.returncode == 2 and finished.stderr.strip() == f"seqrev: {refused.value}"
+    overrides = killed / ".hydra" / "overrides.yaml"
+    overrides.write_text(overrides.read_text() + "- +callbacks.x._target_=os.system\n")
+    crafted = run_cli(f"resume={killed}")
+    with pytest.raises(seqrev.errors.RunDirError) as refused:
+        seqrev.fit(f"resume={killed}")
+    assert crafted.returncode == 2 and crafted.stderr.strip() == f"seqrev: {refused.value}"
+    assert "would have code instantiated" in str(refused.value)
 
 
 BAD = [
