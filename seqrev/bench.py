@@ -25,18 +25,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from seqrev.catalog import TUTORIAL_WIRINGS, wiring_names
-
-
-def compose(*overrides: str):
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_dir
-
-    import seqrev.config  # noqa: F401 - registers the resolvers the configs use
-    from seqrev.catalog import CONFIG_DIR
-
-    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
-        return hydra_compose(config_name="train", overrides=list(overrides))
+from seqrev.catalog import TUTORIAL_WIRINGS, compose, wiring_names
 
 
 def seqrev_fit(cfg) -> tuple[float, int]:
@@ -180,9 +169,9 @@ def per_step(wirings: list[str], timesteps: list[int], epochs: int, repeats: int
                 for repeat in range(-1, repeats):  # repeat -1 warms every path up and is not counted
                     order = PATHS[repeat % len(PATHS):] + PATHS[:repeat % len(PATHS)]  # each path first in turn
                     for path in order:
-                        cfg = compose(f"model={wiring}", f"data.timesteps={t}", f"trainer.max_epochs={epochs}",
-                                      f"paths.output_dir={Path(scratch) / f'{wiring}-{t}-{repeat}-{path}'}", *extra,
-                                      *(PER_BATCH_CALLBACK if path == "per_batch" else ()))
+                        cfg = compose([f"model={wiring}", f"data.timesteps={t}", f"trainer.max_epochs={epochs}",
+                                       f"paths.output_dir={Path(scratch) / f'{wiring}-{t}-{repeat}-{path}'}", *extra,
+                                       *(PER_BATCH_CALLBACK if path == "per_batch" else ())])
                         if path == "reference":
                             seconds, steps = reference_fit(cfg, Path(scratch) / "reference")
                         else:

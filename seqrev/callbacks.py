@@ -87,25 +87,16 @@ class AttentionMap(Callback):
             return
         if not hasattr(pl_module, "attention_weights") or trainer.datamodule is None:
             return
-        try:
-            import matplotlib
-            matplotlib.use("Agg")
-            import matplotlib.pyplot as plt
-        except ImportError:
-            log.warning("no attention picture: matplotlib is not installed (pip install -e '.[plot]')")
+        from seqrev.plotting import MISSING, attention_figure, pyplot
+
+        plt = pyplot()
+        if plt is None:
+            log.warning(f"no attention picture: {MISSING}")
             return
         inputs, targets = (t[: self.n_examples] for t in trainer.datamodule.test)
-        weights = pl_module.attention_weights(inputs).cpu()
-        fig, axes = plt.subplots(1, len(weights), figsize=(3.2 * len(weights), 3.4), squeeze=False)
-        for ax, w, x, y in zip(axes[0], weights, inputs.argmax(-1).cpu(), targets.cpu()):
-            ax.imshow(w.numpy(), cmap="viridis", vmin=0, vmax=1)
-            ax.set_xlabel("input step (symbol)")
-            ax.set_ylabel("output step (symbol)")
-            if len(x) <= 16:
-                ax.set_xticks(range(len(x)), [str(v) for v in x.tolist()], fontsize=6)
-                ax.set_yticks(range(len(y)), [str(v) for v in y.tolist()], fontsize=6)
-        fig.suptitle("attention weights of greedy decoding on test inputs")
-        fig.tight_layout()
+        weights = pl_module.attention_weights(inputs).cpu().numpy()
+        fig = attention_figure(plt, weights, inputs.argmax(-1).tolist(), targets.tolist(),
+                               title="attention weights of greedy decoding on test inputs")
         self.dirpath.mkdir(parents=True, exist_ok=True)
         fig.savefig(self.dirpath / "attention.png", dpi=100)
         for logger in trainer.loggers:

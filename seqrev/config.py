@@ -105,6 +105,7 @@ def _choice(cfg: DictConfig, key: str, allowed: tuple[str, ...]) -> None:
 def validate(cfg: DictConfig, cuda_available: bool | None = None) -> None:
     """Raise ConfigError for the first bad value in a composed seqrev config."""
     from seqrev.layers import CELLS, INITS
+    from seqrev.models.decoders import ATTENTION_KINDS
     from seqrev.tasks import find_task
 
     _integer(cfg, "seed", 0, 2**32 - 1)
@@ -132,7 +133,7 @@ def validate(cfg: DictConfig, cuda_available: bool | None = None) -> None:
     _integer(cfg, "model.units", 1)
     _choice(cfg, "model.init", INITS)
     _choice(cfg, "model.cell", CELLS)
-    _choice(cfg, "model.attention", ("multiplicative", "additive"))
+    _choice(cfg, "model.attention", ATTENTION_KINDS)
     _positive_number(cfg, "model.optimizer.lr")
     _integer(cfg, "trainer.max_epochs", 1)
     max_steps = _get(cfg, "trainer.max_steps")

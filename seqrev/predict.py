@@ -108,20 +108,13 @@ def predict(args: argparse.Namespace) -> int:
 
 def save_attention(model, sequences: list[list[int]], path: Path) -> None:
     """Decoder step x input step heatmaps of these sequences, as a PNG."""
-    try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        raise ValueError("--attention needs matplotlib: pip install -e '.[plot]'") from None
-    weights = model.attention_weights(model.encode(sequences)).cpu()
-    fig, axes = plt.subplots(1, len(sequences), figsize=(3.2 * len(sequences), 3.4), squeeze=False)
-    for ax, w, x in zip(axes[0], weights, sequences):
-        ax.imshow(w[:, : len(x)].numpy(), cmap="viridis", vmin=0, vmax=1)
-        ax.set_xticks(range(len(x)), [str(v) for v in x])
-        ax.set_xlabel("input step")
-        ax.set_ylabel("output step")
-    fig.tight_layout()
+    from seqrev.plotting import MISSING, attention_figure, pyplot
+
+    plt = pyplot()
+    if plt is None:
+        raise ValueError(f"--attention needs matplotlib: {MISSING}")
+    weights = model.attention_weights(model.encode(sequences)).cpu().numpy()
+    fig = attention_figure(plt, weights, sequences)
     try:
         fig.savefig(path, dpi=100)
     except OSError as error:

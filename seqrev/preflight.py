@@ -36,7 +36,9 @@ def _folder_key(argv: list[str]) -> str:
 
 def output_folder(argv: list[str]) -> Path:
     """The folder a run or sweep writes into: the one given on the command line, else (within) `outputs`."""
-    given = [a.split("=", 1)[1].strip("'\"") for a in argv[1:] if a.startswith(_folder_key(argv))]
+    from seqrev.rundir import override_value
+
+    given = [override_value(a) for a in argv[1:] if a.startswith(_folder_key(argv))]
     return Path(given[-1] if given else "outputs").absolute()
 
 
@@ -123,32 +125,25 @@ def _one_job(args: list[str]) -> list[str] | None:
     return job
 
 
-def _compose(config_dir: Path, overrides: list[str], with_choices: bool = False) -> DictConfig:
-    from hydra import compose, initialize_config_dir
-
-    import seqrev.config  # noqa: F401 - registers the resolver the configs use
-
-    with initialize_config_dir(config_dir=str(config_dir), version_base="1.3"):
-        return compose(config_name="train", overrides=overrides, return_hydra_config=with_choices)
-
-
 def check_keys(args: list[str], config_dir: Path) -> None:
     """Every `key=value` must name a setting that exists; a new key needs `+`. Composes the config of
     the line (of a sweep's first job) once, which takes a fraction of a second."""
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
+    from seqrev.catalog import compose
+
     job = _one_job(args)
     if not job:
         return
     try:
-        _compose(config_dir, job)
+        compose(job, config_dir)
         return
     except (HydraException, OmegaConfBaseException) as error:
         first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
     groups = [o for o in job if "." not in o.split("=", 1)[0] or o.startswith("hydra.")]  # they shape the keys
     try:
-        base = _compose(config_dir, groups, with_choices=True)
+        base = compose(groups, config_dir, with_hydra=True)
     except (HydraException, OmegaConfBaseException):
         raise ConfigError(first_line) from None
     choices = dict(base.hydra.runtime.choices)

@@ -223,11 +223,10 @@ def write_csv(runs: list[dict], path: Path) -> None:
 
 def plot(runs: list[dict], path: Path) -> bool:
     """Accuracy against timesteps per wiring, and accuracy per position at the largest T. False without matplotlib."""
-    try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
+    from seqrev.plotting import pyplot
+
+    plt = pyplot()
+    if plt is None:
         return False
     shared, groups = experiments([r for r in runs if r.get("status") == "ok"])
     if not groups:
@@ -303,7 +302,9 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGPIPE, signal.SIG_DFL)
     print(text)
     if not plotted:
-        print("no plot: matplotlib is not installed (pip install -e '.[plot]')", file=sys.stderr)
+        from seqrev.plotting import MISSING
+
+        print(f"no plot: {MISSING}", file=sys.stderr)
     print("wrote " + ", ".join(map(str, written)))
     return 0
 

@@ -20,6 +20,11 @@ def quote(value: str) -> str:
     return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
+def override_value(arg: str) -> str:
+    """The value of a `key=value` override as the user meant it, quotes taken off."""
+    return arg.split("=", 1)[1].strip("'\"")
+
+
 def last_checkpoint(run_dir: Path) -> Path:
     return run_dir / LAST_CHECKPOINT
 
@@ -124,7 +129,7 @@ def rewrite_argv_for_resume(argv: list[str]) -> list[str]:
     resume = [a for a in argv[1:] if a.startswith("resume=")]
     if not resume or any(a in ("-m", "--multirun") for a in argv):
         return argv
-    run_dir = resume[-1].split("=", 1)[1].strip("'\"")
+    run_dir = override_value(resume[-1])
     rest = [a for a in argv[1:] if not a.startswith("resume=")]
     return argv[:1] + resume_argv(run_dir, rest)
 
@@ -133,7 +138,7 @@ def refuse_existing_results(argv: list[str]) -> None:
     """A fresh run never writes into a directory that already holds a run's results."""
     for arg in argv[1:]:
         if arg.startswith("hydra.run.dir=") and not any(a.startswith("resume=") for a in argv[1:]):
-            run_dir = Path(arg.split("=", 1)[1].strip("'\""))
+            run_dir = Path(override_value(arg))
             if (run_dir / FILENAME).exists():
                 raise RunDirError(f"hydra.run.dir={str(run_dir)!r} already holds a run's results.json; choose "
                                   f"another directory, delete it yourself, or continue it with resume={run_dir}.")

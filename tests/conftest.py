@@ -8,22 +8,29 @@ import sys
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
-import seqrev.config  # noqa: F401 - registers the resolver the configs use
-from seqrev.catalog import TUTORIAL_WIRINGS
+from seqrev.catalog import TUTORIAL_WIRINGS, compose
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "conf"
 MODELS = list(TUTORIAL_WIRINGS)
 
+TINY = ("data.n_train=300", "data.n_test=100")
+"""Data small enough for a run of a few epochs in about a second."""
+SMALL = (*TINY, "callbacks.early_stopping.patience=100")
+"""The same, never stopped early: a test that counts epochs chooses them with trainer.max_epochs."""
+SCORES = ("train_acc", "val_acc", "val_loss", "test_acc", "test_seq_acc", "test_loss", "epochs_run")
+"""The numbers of results.json that two runs of one experiment must agree on."""
+PROBES = {"PYTHONPATH": str(ROOT / "tests")}
+"""The environment that lets a run's config name tests/probes.py (`+callbacks.x._target_=probes....`)."""
+PAUSE_TARGET = "+callbacks.pause._target_=probes.PauseAtEpoch"  # repeated when resuming: a folder is data
+
 
 def compose_config(*overrides: str, output_dir: Path | None = None) -> DictConfig:
     """The composed train config; `output_dir` stands in for Hydra's run directory."""
     extra = [f"paths.output_dir={output_dir}"] if output_dir is not None else []
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        return compose(config_name="train", overrides=[*overrides, *extra])
+    return compose([*overrides, *extra], CONF)
 
 
 def run_cli(*args: str, timeout: float = 300, env: dict | None = None) -> subprocess.CompletedProcess:
@@ -35,6 +42,43 @@ def run_cli(*args: str, timeout: float = 300, env: dict | None = None) -> subpro
                           text=True, timeout=timeout, env=environment)
 
 
+@pytest.fixture
+def seqrev_train(monkeypatch, capsys):
+    """`python -m seqrev.train ARGS` run in this process (its command-line policy, Hydra's run or sweep,
+    the job): what it printed and its exit status, as `run_cli` gives them, without a process's start-up.
+    For what only a process shows (signals, a real exit, tracebacks printed by Python), use run_cli."""
+    import logging
+
+    from seqrev.train import cli
+
+    def run(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+        for name in ("HYDRA_FULL_ERROR", "SEQREV_TRACEBACKS", "SEQREV_SWEPT"):
+            monkeypatch.delenv(name, raising=False)  # cli() sets them; monkeypatch puts them back
+        for name, value in (env or {}).items():
+            if name != "PYTHONPATH":  # tests/ (probes) is on this process's path already
+                monkeypatch.setenv(name, value)
+        monkeypatch.setattr(sys, "argv", ["seqrev.train", *args])
+        root = logging.getLogger()
+        handlers = list(root.handlers)
+        capsys.readouterr()
+        status = 0
+        try:
+            cli()
+        except SystemExit as exit:
+            status = exit.code if isinstance(exit.code, int) else 1
+        finally:
+            for handler in set(root.handlers) - set(handlers):  # Hydra's log file for the run, closed
+                root.removeHandler(handler)
+                handler.close()
+            root.handlers[:] = handlers
+            from hydra.core.hydra_config import HydraConfig
+            HydraConfig.instance().cfg = None
+        out, err = capsys.readouterr()
+        return subprocess.CompletedProcess(["seqrev.train", *args], status, out, err)
+
+    return run
+
+
 def wait_until_paused(marker: Path, process: subprocess.Popen, timeout: float = 300) -> None:
     """Wait for a run's probes.PauseAtEpoch to touch `marker`; fail if the run ends or hangs first."""
     import time
@@ -43,6 +87,22 @@ def wait_until_paused(marker: Path, process: subprocess.Popen, timeout: float = 
         assert process.poll() is None, f"the run ended before it paused (exit status {process.returncode})"
         assert time.time() < deadline, f"the run did not pause within {timeout:.0f} s"
         time.sleep(0.05)
+
+
+def pause_at(epochs: int, marker: Path, *settings: str) -> tuple[str, ...]:
+    """Overrides adding probes.PauseAtEpoch: the run touches `marker` once `epochs` epochs (and their
+    checkpoints) are done, then waits for the test's signal."""
+    return (PAUSE_TARGET, f"+callbacks.pause.epochs={epochs}", f"+callbacks.pause.marker={marker}", *settings)
+
+
+def start_paused(line: list[str], marker: Path, **popen) -> subprocess.Popen:
+    """`python -m seqrev.train LINE` (which includes `pause_at(..., marker)`), returned once it has paused."""
+    environment = {**os.environ, **PROBES}
+    environment.pop("HYDRA_FULL_ERROR", None)
+    process = subprocess.Popen([sys.executable, "-m", "seqrev.train", *line], cwd=ROOT, env=environment,
+                               **{"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL, **popen})
+    wait_until_paused(marker, process)
+    return process
 
 
 @pytest.fixture(params=MODELS)

@@ -8,33 +8,35 @@ import pytest
 
 from seqrev.run import train
 
-from conftest import ROOT, compose_config, run_cli
+from conftest import ROOT, TINY, compose_config, run_cli
 
-TINY = ("data.n_train=200", "data.n_test=50", "trainer.max_epochs=1")
+ONE_EPOCH = (*TINY, "trainer.max_epochs=1")
 
 
+
+@pytest.mark.slow  # Lightning advertises once per process: only a fresh one shows whether it is kept quiet
 def test_a_run_prints_no_advertising_and_no_summary_table_unless_asked(tmp_path):
-    plain = run_cli(*TINY, f"hydra.run.dir={tmp_path / 'plain'}")
+    plain = run_cli(*ONE_EPOCH, f"hydra.run.dir={tmp_path / 'plain'}")
     assert plain.returncode == 0, plain.stderr[-2000:]
     said = plain.stdout + plain.stderr
     assert "Tip:" not in said and "litlogger" not in said and "Total Flops" not in said
     assert "4,010 trainable parameters" in said and "PREDICTION ACCURACY (%):" in said  # seqrev's own lines stay
     assert "litlogger" not in (tmp_path / "plain" / "train.log").read_text()
-    table = run_cli(*TINY, "trainer.enable_model_summary=true", f"hydra.run.dir={tmp_path / 'table'}")
+    table = run_cli(*ONE_EPOCH, "trainer.enable_model_summary=true", f"hydra.run.dir={tmp_path / 'table'}")
     assert "Total params" in table.stdout + table.stderr
 
 
 @pytest.fixture(scope="module")
 def finished_run(tmp_path_factory):
     run = tmp_path_factory.mktemp("console") / "run"
-    train(compose_config(*TINY, output_dir=run))
+    train(compose_config(*ONE_EPOCH, output_dir=run))
     return run
 
 
 @pytest.mark.parametrize("command", [
     ["-m", "seqrev.report", "{run}"],
-    ["-m", "seqrev.predict", "{run}", "3,2,9,1", "1,2,3,4"],
-    ["-m", "seqrev.train", *TINY, "hydra.run.dir={run}_again"],
+    pytest.param(["-m", "seqrev.predict", "{run}", "3,2,9,1", "1,2,3,4"], marks=pytest.mark.slow),
+    pytest.param(["-m", "seqrev.train", *ONE_EPOCH, "hydra.run.dir={run}_again"], marks=pytest.mark.slow),
 ], ids=["report", "predict", "train"])
 def test_piped_into_a_reader_that_stops_it_ends_quietly(finished_run, command):
     args = [arg.replace("{run}", str(finished_run)) for arg in command]

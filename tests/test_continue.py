@@ -4,17 +4,14 @@ import hashlib
 import json
 import os
 import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, run_cli, wait_until_paused
+from conftest import PROBES, SCORES, SMALL, pause_at, run_cli, start_paused
 
-SMALL = ("data.n_train=300", "data.n_test=100", "trainer.max_epochs=4", "callbacks.early_stopping.patience=100")
-PROBES = {"PYTHONPATH": str(ROOT / "tests")}
-SCORES = ("train_acc", "val_acc", "val_loss", "test_acc", "test_seq_acc", "test_loss", "epochs_run")
+FOUR_EPOCHS = (*SMALL, "trainer.max_epochs=4")
+
 
 
 def fingerprint(sweep: Path) -> dict[str, str]:
@@ -33,13 +30,13 @@ def results(sweep: Path) -> dict[str, dict]:
     return {p.parent.name.split("_")[0]: json.loads(p.read_text()) for p in sweep.glob("*/results.json")}
 
 
-def test_a_finished_sweep_run_again_changes_nothing(tmp_path):
+def test_a_finished_sweep_run_again_changes_nothing(tmp_path, seqrev_train):
     sweep = tmp_path / "sweep"
     line = ("-m", "model=return_state,both_outputs", *SMALL, f"hydra.sweep.dir={sweep}")
-    first = run_cli(*line)
+    first = seqrev_train(*line)
     assert first.returncode == 0, first.stderr[-3000:]
     before = fingerprint(sweep)
-    again = run_cli(*line)
+    again = seqrev_train(*line)
     assert again.returncode == 0, again.stderr[-3000:]
     assert again.stdout.count("skipped (finished)") == 2
     assert fingerprint(sweep) == before  # byte for byte, and no new files
@@ -47,16 +44,13 @@ def test_a_finished_sweep_run_again_changes_nothing(tmp_path):
 
 @pytest.mark.slow
 def test_a_sweep_killed_mid_job_continues_where_it_stopped(tmp_path):
-    alone = run_cli("model=both_outputs", *SMALL, f"hydra.run.dir={tmp_path / 'alone'}")
+    alone = run_cli("model=both_outputs", *FOUR_EPOCHS, f"hydra.run.dir={tmp_path / 'alone'}")
     assert alone.returncode == 0, alone.stderr[-3000:]
 
     sweep, marker = tmp_path / "sweep", tmp_path / "paused"
-    pause = ("+callbacks.pause._target_=probes.PauseAtEpoch", "+callbacks.pause.epochs=2",
-             f"+callbacks.pause.marker={marker}", "+callbacks.pause.only_for=both_outputs")
-    line = ["-m", "model=return_state,both_outputs,single_default", *SMALL, *pause, f"hydra.sweep.dir={sweep}"]
-    process = subprocess.Popen([sys.executable, "-m", "seqrev.train", *line], cwd=ROOT, env={**os.environ, **PROBES},
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    wait_until_paused(marker, process)
+    pause = pause_at(2, marker, "+callbacks.pause.only_for=both_outputs")
+    line = ["-m", "model=return_state,both_outputs,single_default", *FOUR_EPOCHS, *pause, f"hydra.sweep.dir={sweep}"]
+    process = start_paused(line, marker, start_new_session=True)
     os.killpg(process.pid, signal.SIGKILL)  # job 0 done, job 1 after exactly 2 epochs, job 2 not started
     process.wait()
     finished_before = fingerprint(sweep / "0_model=return_state,timesteps=4,units=16,seed=0")
@@ -77,15 +71,15 @@ def test_a_sweep_killed_mid_job_continues_where_it_stopped(tmp_path):
     assert checkpoints == ["best.ckpt", "last.ckpt"]  # no -v1 copies
 
 
-def test_a_failed_job_is_run_again_from_scratch(tmp_path):
+def test_a_failed_job_is_run_again_from_scratch(tmp_path, seqrev_train):
     sweep = tmp_path / "sweep"
     fail_once = ("+callbacks.fail._target_=probes.FailOnce", f"+callbacks.fail.marker={tmp_path / 'failed'}",
                  "+callbacks.fail.only_for=both_outputs")
-    line = ("-m", "model=return_state,both_outputs", *SMALL, *fail_once, f"hydra.sweep.dir={sweep}")
-    first = run_cli(*line, env=PROBES)
+    line = ("-m", "model=return_state,both_outputs", *FOUR_EPOCHS, *fail_once, f"hydra.sweep.dir={sweep}")
+    first = seqrev_train(*line, env=PROBES)
     assert first.returncode == 0, first.stderr[-3000:]
     assert results(sweep)["1"]["status"] == "failed"
-    again = run_cli(*line, env=PROBES)
+    again = seqrev_train(*line, env=PROBES)
     assert again.returncode == 0, again.stderr[-3000:]
     job = results(sweep)["1"]
     assert job["status"] == "ok" and job["resumed"] is False and job["epochs_run"] == 4
@@ -93,14 +87,16 @@ def test_a_failed_job_is_run_again_from_scratch(tmp_path):
     assert len(starts(job_dir)) == 1  # the failed start's events were cleared: one start's curves only
 
 
-def test_a_folder_holding_another_job_is_refused_and_left_alone(tmp_path):
+def test_a_folder_holding_another_job_is_refused_and_left_alone(tmp_path, seqrev_train):
     # Job folders name what the sweep varies (here lr), not its fixed settings: change one of those and
     # the same folder names now stand for other jobs.
     sweep = tmp_path / "sweep"
-    first = run_cli("-m", "model.optimizer.lr=0.01,0.002", *SMALL, "trainer.max_epochs=1", f"hydra.sweep.dir={sweep}")
+    first = seqrev_train("-m", "model.optimizer.lr=0.01,0.002", *SMALL, "trainer.max_epochs=1",
+                         f"hydra.sweep.dir={sweep}")
     assert first.returncode == 0, first.stderr[-3000:]
     before = fingerprint(sweep)
-    other = run_cli("-m", "model.optimizer.lr=0.01,0.002", *SMALL, "trainer.max_epochs=2", f"hydra.sweep.dir={sweep}")
+    other = seqrev_train("-m", "model.optimizer.lr=0.01,0.002", *SMALL, "trainer.max_epochs=2",
+                         f"hydra.sweep.dir={sweep}")
     assert other.stdout.count("job refused:") == 2
     assert "holds a job with other settings than this sweep's job there" in other.stdout
     assert "trainer.max_epochs=2" in other.stdout and "trainer.max_epochs=1" in other.stdout

@@ -13,17 +13,15 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import ROOT, run_cli
-
-TINY = ("data.n_train=300", "data.n_test=100", "callbacks.early_stopping.patience=100")
-PROBES = {"PYTHONPATH": str(ROOT / "tests")}
+from conftest import PROBES, ROOT, SMALL, run_cli
 
 
 def can_mount() -> bool:
     return os.geteuid() == 0 and sys.platform.startswith("linux")
 
 
-pytestmark = pytest.mark.skipif(not can_mount(), reason="mounting a small tmpfs needs root on Linux")
+pytestmark = [pytest.mark.slow,  # whole processes on a real full disk; tests/test_atomic.py is the fast set's guard
+              pytest.mark.skipif(not can_mount(), reason="mounting a small tmpfs needs root on Linux")]
 
 
 @pytest.fixture
@@ -61,7 +59,7 @@ def no_partial_files(folder: Path) -> None:
 def test_disk_full_at_the_first_checkpoint(small_disk):
     disk = small_disk("80k")
     run_dir = disk / "run"
-    done = run_cli(*TINY, "trainer.max_epochs=3", f"hydra.run.dir={run_dir}")
+    done = run_cli(*SMALL, "trainer.max_epochs=3", f"hydra.run.dir={run_dir}")
     assert_one_sentence(done, f"could not write {run_dir}/checkpoints/", "no space left on the device")
     no_partial_files(run_dir)
     results = json.loads((run_dir / "results.json").read_text())
@@ -83,7 +81,7 @@ def test_a_disk_full_before_the_first_event_is_one_sentence_whichever_write_meet
         except OSError:  # the pages Hydra's folder keeps from the previous attempt: fill what is left
             pass
         run_dir = disk / f"run{free}"
-        done = run_cli(*TINY, "trainer.max_epochs=2", f"hydra.run.dir={run_dir}")
+        done = run_cli(*SMALL, "trainer.max_epochs=2", f"hydra.run.dir={run_dir}")
         assert_one_sentence(done, "no space left on the device")
         assert done.returncode == 1
         sentences.append(done.stderr)
@@ -94,14 +92,14 @@ def test_a_disk_full_before_the_first_event_is_one_sentence_whichever_write_meet
 @pytest.mark.slow
 def test_disk_full_at_a_later_checkpoint_keeps_the_earlier_one_and_resumes_exactly(small_disk, tmp_path):
     epochs = ("trainer.max_epochs=5",)
-    whole = run_cli(*TINY, *epochs, f"hydra.run.dir={tmp_path / 'whole'}")
+    whole = run_cli(*SMALL, *epochs, f"hydra.run.dir={tmp_path / 'whole'}")
     assert whole.returncode == 0, whole.stderr[-2000:]
 
     disk = small_disk("2m")
     run_dir, ballast = disk / "run", disk / "ballast"
     fill = ["+callbacks.fill._target_=probes.FillDiskAtEpoch", "+callbacks.fill.epoch=2",
             f"+callbacks.fill.ballast={ballast}", f"+callbacks.fill.marker={tmp_path / 'filled'}"]
-    done = run_cli(*TINY, *epochs, *fill, f"hydra.run.dir={run_dir}", env=PROBES)
+    done = run_cli(*SMALL, *epochs, *fill, f"hydra.run.dir={run_dir}", env=PROBES)
     assert_one_sentence(done, "no space left on the device")
     no_partial_files(run_dir)
     assert torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)["epoch"] == 1  # 2 epochs kept
@@ -118,7 +116,7 @@ def test_disk_full_at_a_later_checkpoint_keeps_the_earlier_one_and_resumes_exact
 
 def test_a_read_only_run_folder_is_refused_before_anything_starts(small_disk):
     disk = small_disk("1m", read_only=True)
-    done = run_cli(*TINY, f"hydra.run.dir={disk / 'run'}")
+    done = run_cli(*SMALL, f"hydra.run.dir={disk / 'run'}")
     assert_one_sentence(done, f"cannot write the run folder {disk / 'run'}: the file system is read-only")
     assert done.returncode == 2
     sweep = run_cli("-m", "model=return_state,both_outputs", f"hydra.sweep.dir={disk / 'sweep'}")
@@ -147,7 +145,7 @@ def test_a_crash_between_writing_and_renaming_keeps_the_previous_checkpoint(smal
 
 def test_in_a_sweep_each_failing_job_says_so_once_and_the_sweep_goes_on(small_disk):
     disk = small_disk("200k")
-    done = run_cli("-m", "model=return_state,both_outputs", *TINY, "trainer.max_epochs=2",
+    done = run_cli("-m", "model=return_state,both_outputs", *SMALL, "trainer.max_epochs=2",
                    f"hydra.sweep.dir={disk / 'sweep'}")
     assert done.returncode == 0, done.stderr[-3000:]
     assert "Traceback" not in done.stdout + done.stderr

@@ -12,6 +12,8 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from conftest import ROOT
 
+pytestmark = pytest.mark.slow  # the docs' example as a user runs it, in processes of its own
+
 # The page's commands, word for word but for a shorter epoch budget.
 SWEEP = ["-m", "hydra.searchpath=[file://my_conf]", "model=reversed_input,both_outputs", "optimizer=adam,sgd",
          "trainer.max_epochs=5", "+callbacks.largest_weight._target_=my_callbacks.LargestWeight",

@@ -1,8 +1,6 @@
 import json
-import os
 import signal
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -10,11 +8,10 @@ import torch
 
 from seqrev.run import train
 
-from conftest import ROOT, compose_config, run_cli, wait_until_paused
+from conftest import PAUSE_TARGET, PROBES, TINY, compose_config, pause_at, run_cli, start_paused
 
 METRICS = ("train_acc", "val_acc", "val_loss", "test_acc", "test_seq_acc", "test_loss", "test_acc_per_position",
            "epochs_run", "stopped_early")
-TINY = ("data.n_train=300", "data.n_test=100")
 
 BAD_VALUES = [  # checked in-process on the composed config: milliseconds each
     (["data.timesteps=0"], "data.timesteps=0 is not allowed"),
@@ -73,52 +70,53 @@ BAD_LINES = [  # through the command line as a user types it: exit status 2, one
 
 
 @pytest.mark.parametrize("args,sentence", BAD_LINES, ids=[" ".join(a) for a, _ in BAD_LINES])
-def test_bad_input_on_the_command_line_ends_in_one_sentence_and_exit_status_2(tmp_path, args, sentence):
+def test_bad_input_on_the_command_line_ends_in_one_sentence_and_exit_status_2(tmp_path, seqrev_train, args, sentence):
     run_dir = tmp_path / "run"
-    done = run_cli(*args, f"hydra.run.dir={run_dir}")
+    done = seqrev_train(*args, f"hydra.run.dir={run_dir}")
     assert done.returncode == 2, done.stderr[-2000:]
     assert done.stderr.count("\n") == 1 and done.stderr.startswith("seqrev: "), done.stderr[-2000:]
     assert sentence in done.stderr
     assert not run_dir.exists()  # no half-made run directory left behind
 
 
+@pytest.mark.slow
 def test_hydra_full_error_still_gives_the_whole_traceback(tmp_path):
     done = run_cli("data.timesteps=0", f"hydra.run.dir={tmp_path / 'run'}", env={"HYDRA_FULL_ERROR": "1"})
     assert done.returncode != 0
     assert "Traceback" in done.stderr and "seqrev/config.py" in done.stderr  # down to where it was refused
 
 
-def test_a_typo_in_a_sweep_is_refused_before_any_job_runs(tmp_path):
+def test_a_typo_in_a_sweep_is_refused_before_any_job_runs(tmp_path, seqrev_train):
     sweep = tmp_path / "sweep"
-    done = run_cli("-m", "model=return_state,both_outputs", "model.unitz=8", f"hydra.sweep.dir={sweep}")
+    done = seqrev_train("-m", "model=return_state,both_outputs", "model.unitz=8", f"hydra.sweep.dir={sweep}")
     assert done.returncode == 2 and "`model.unitz` is not a setting" in done.stderr
     assert not sweep.exists()
 
 
-def test_a_folder_that_is_not_a_run_and_a_corrupt_checkpoint_are_refused(tmp_path):
+def test_a_folder_that_is_not_a_run_and_a_corrupt_checkpoint_are_refused(tmp_path, seqrev_train):
     not_a_run = tmp_path / "plain"
     not_a_run.mkdir()
-    done = run_cli(f"resume={not_a_run}")
+    done = seqrev_train(f"resume={not_a_run}")
     assert done.returncode == 2 and "is not a seqrev run directory" in done.stderr
 
     run_dir = tmp_path / "run"
-    assert run_cli(*TINY, "trainer.max_epochs=1", f"hydra.run.dir={run_dir}").returncode == 0
+    assert seqrev_train(*TINY, "trainer.max_epochs=1", f"hydra.run.dir={run_dir}").returncode == 0
     (run_dir / "results.json").unlink()  # pretend the run died, then break its checkpoint
     (run_dir / "checkpoints" / "last.ckpt").write_bytes(b"not a checkpoint")
-    done = run_cli(f"resume={run_dir}")
+    done = seqrev_train(f"resume={run_dir}")
     assert done.returncode == 2 and "is not a readable checkpoint" in done.stderr, done.stderr[-2000:]
     assert "Traceback" not in done.stderr
     assert (run_dir / "checkpoints" / "last.ckpt").read_bytes() == b"not a checkpoint"  # nothing touched
     assert not (run_dir / "results.json").exists()  # the refusal wrote nothing either
 
 
-def test_a_finished_run_is_never_overwritten(tmp_path):
+def test_a_finished_run_is_never_overwritten(tmp_path, seqrev_train):
     run_dir = tmp_path / "run"
-    assert run_cli(*TINY, "trainer.max_epochs=1", f"hydra.run.dir={run_dir}").returncode == 0
+    assert seqrev_train(*TINY, "trainer.max_epochs=1", f"hydra.run.dir={run_dir}").returncode == 0
     before = (run_dir / "results.json").read_text()
-    again = run_cli(*TINY, "trainer.max_epochs=1", f"hydra.run.dir={run_dir}")
+    again = seqrev_train(*TINY, "trainer.max_epochs=1", f"hydra.run.dir={run_dir}")
     assert again.returncode == 2 and "already holds a run's results.json" in again.stderr
-    resumed = run_cli(f"resume={run_dir}")
+    resumed = seqrev_train(f"resume={run_dir}")
     assert resumed.returncode == 2 and "already finished" in resumed.stderr
     assert (run_dir / "results.json").read_text() == before
 
@@ -134,11 +132,10 @@ def test_same_seed_same_numbers_and_different_seed_different_numbers(tmp_path):
     assert metrics_of(runs[0]) != metrics_of(runs[2])
 
 
-def test_non_finite_loss_fails_the_run_with_a_clear_message(tmp_path):
+def test_non_finite_loss_fails_the_run_with_a_clear_message(tmp_path, seqrev_train):
     run_dir = tmp_path / "run"
-    done = run_cli(*TINY, "trainer.max_epochs=4", f"hydra.run.dir={run_dir}",
-                   "+callbacks.poison._target_=poison.PoisonWeightsAtEpoch",
-                   env={"PYTHONPATH": str(ROOT / "tests")})
+    done = seqrev_train(*TINY, "trainer.max_epochs=4", f"hydra.run.dir={run_dir}",
+                   "+callbacks.poison._target_=poison.PoisonWeightsAtEpoch")
     assert done.returncode != 0
     assert "training diverged at epoch 1: the loss is nan" in done.stderr
     assert "Traceback" not in done.stderr
@@ -146,22 +143,14 @@ def test_non_finite_loss_fails_the_run_with_a_clear_message(tmp_path):
     assert results["status"] == "failed" and "diverged" in results["error"]
 
 
-PROBES = {"PYTHONPATH": str(ROOT / "tests")}
-PAUSE_TARGET = "+callbacks.pause._target_=probes.PauseAtEpoch"  # repeated when resuming: a folder is data
-
-
 def start_paused_run(run_dir: Path, pause_after: int, *args: str) -> tuple[subprocess.Popen, Path]:
     """A run that stops and waits once `pause_after` epochs are done; returns it and its marker file."""
     marker = run_dir.parent / f"{run_dir.name}.paused"
-    process = subprocess.Popen(
-        [sys.executable, "-m", "seqrev.train", *TINY, *args, f"hydra.run.dir={run_dir}",
-         PAUSE_TARGET, f"+callbacks.pause.epochs={pause_after}",
-         f"+callbacks.pause.marker={marker}"],
-        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env={**os.environ, **PROBES},
-        # a shell starts background jobs with SIGINT ignored, and children inherit that: undo it, so
-        # Ctrl-C reaches the run however the test suite itself was started
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
-    wait_until_paused(marker, process)
+    # a shell starts background jobs with SIGINT ignored, and children inherit that: undo it, so
+    # Ctrl-C reaches the run however the test suite itself was started
+    process = start_paused([*TINY, *args, f"hydra.run.dir={run_dir}", *pause_at(pause_after, marker)], marker,
+                           stderr=subprocess.PIPE, text=True,
+                           preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     return process, marker
 
 

@@ -12,10 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import ROOT, run_cli, wait_until_paused
-
-SMALL = ("data.n_train=300", "data.n_test=100", "callbacks.early_stopping.patience=100")
-PROBES = {"PYTHONPATH": str(ROOT / "tests")}
+from conftest import PROBES, ROOT, SMALL, pause_at, run_cli, start_paused
 
 
 class Payload:
@@ -115,14 +112,10 @@ def test_the_same_sweep_started_twice_trains_every_job_once(tmp_path):
 @pytest.mark.slow
 def test_a_run_and_its_resume_at_once_then_after_a_kill(tmp_path):
     run, marker = tmp_path / "run", tmp_path / "paused"
-    pause = ("+callbacks.pause._target_=probes.PauseAtEpoch", "+callbacks.pause.epochs=1",
-             f"+callbacks.pause.marker={marker}")
-    first = subprocess.Popen([sys.executable, "-m", "seqrev.train", "model=single_default", *SMALL,
-                              "trainer.max_epochs=3", *pause, f"hydra.run.dir={run}"], cwd=ROOT,
-                             env={**os.environ, **PROBES}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                             start_new_session=True)
+    pause = pause_at(1, marker)
+    first = start_paused(["model=single_default", *SMALL, "trainer.max_epochs=3", *pause, f"hydra.run.dir={run}"],
+                         marker, start_new_session=True)
     try:
-        wait_until_paused(marker, first)
         before = {p: p.stat().st_mtime_ns for p in run.rglob("*")}
         second = run_cli(f"resume={run}", pause[0], env=PROBES)  # the probe's _target_, accepted knowingly
         assert second.returncode == 2

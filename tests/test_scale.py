@@ -70,8 +70,8 @@ def test_ddp_on_two_cpu_processes_trains_one_model(tmp_path):
     assert (ddp / "train_ddp_process_1.log").is_file()  # the second process ran, in the same run folder
 
 
-def test_ddp_is_refused_in_a_sweep():
-    done = run_cli("-m", "trainer=ddp", "model=return_state,both_outputs")
+def test_ddp_is_refused_in_a_sweep(seqrev_train):
+    done = seqrev_train("-m", "trainer=ddp", "model=return_state,both_outputs")
     assert done.returncode == 2
     assert "trainer=ddp is for a single run and cannot be combined with -m" in done.stderr
     assert "Traceback" not in done.stderr

@@ -1,14 +1,14 @@
 """hydra/launcher=slurm against a real Slurm (scripts/slurm-local starts one; CI does)."""
 
 import json
-import os
 import shutil
 import subprocess
-import sys
 
 import pytest
 
-from conftest import ROOT, run_cli, wait_until_paused
+from conftest import SMALL, pause_at, run_cli, start_paused
+
+FOUR_EPOCHS = (*SMALL, "trainer.max_epochs=4")
 
 
 def slurm_answers() -> bool:
@@ -21,12 +21,11 @@ def slurm_answers() -> bool:
 pytestmark = [pytest.mark.slurm,
               pytest.mark.skipif(not slurm_answers(), reason="no Slurm answers here (start one: scripts/slurm-local)")]
 SLURM = ("-m", "hydra/launcher=slurm", "hydra.launcher.cpus_per_task=1", "hydra.launcher.mem_gb=2")
-SMALL = ("data.n_train=300", "data.n_test=100", "trainer.max_epochs=4", "callbacks.early_stopping.patience=100")
 
 
 def test_a_two_job_sweep_through_slurm(tmp_path):
     sweep = tmp_path / "sweep"
-    done = run_cli(*SLURM, "model=return_state,both_outputs", *SMALL, f"hydra.sweep.dir={sweep}")
+    done = run_cli(*SLURM, "model=return_state,both_outputs", *FOUR_EPOCHS, f"hydra.sweep.dir={sweep}")
     assert done.returncode == 0, done.stderr[-3000:]
     results = [json.loads(p.read_text()) for p in sweep.glob("*/results.json")]
     assert sorted(r["model"] for r in results) == ["both_outputs", "return_state"]
@@ -37,17 +36,12 @@ def test_a_two_job_sweep_through_slurm(tmp_path):
 @pytest.mark.slow
 def test_a_job_requeued_mid_training_continues_from_its_checkpoint(tmp_path):
     """`scontrol requeue` kills the running job and queues it again; Slurm holds it about 2 minutes."""
-    alone = run_cli("model=both_outputs", *SMALL, f"hydra.run.dir={tmp_path / 'alone'}")
+    alone = run_cli("model=both_outputs", *FOUR_EPOCHS, f"hydra.run.dir={tmp_path / 'alone'}")
     assert alone.returncode == 0, alone.stderr[-3000:]
     sweep, marker = tmp_path / "sweep", tmp_path / "paused"
-    pause = ("+callbacks.pause._target_=probes.PauseAtEpoch", "+callbacks.pause.epochs=2",
-             f"+callbacks.pause.marker={marker}")
-    env = {**os.environ, "PYTHONPATH": str(ROOT / "tests")}
-    env.pop("HYDRA_FULL_ERROR", None)
-    sweep_process = subprocess.Popen([sys.executable, "-m", "seqrev.train", *SLURM, "model=both_outputs", *SMALL,
-                                      *pause, f"hydra.sweep.dir={sweep}"], cwd=ROOT, env=env, text=True,
-                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    wait_until_paused(marker, sweep_process)
+    pause = pause_at(2, marker)
+    sweep_process = start_paused([*SLURM, "model=both_outputs", *FOUR_EPOCHS, *pause, f"hydra.sweep.dir={sweep}"],
+                                 marker, text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     job_ids = [p.name for p in (sweep / ".submitit").iterdir() if p.is_dir()]  # submitit's folder per job: its id
     assert len(job_ids) == 1, job_ids
     job_id = job_ids[0]

@@ -48,9 +48,9 @@ def run_report(*directories: Path):
                           text=True, timeout=120)
 
 
-def test_a_failing_job_is_recorded_and_the_sweep_goes_on(tmp_path):
+def test_a_failing_job_is_recorded_and_the_sweep_goes_on(tmp_path, seqrev_train):
     sweep_dir = tmp_path / "sweep"
-    done = run_cli("-m", "model=single_default", "data.timesteps=0,3", "trainer.max_epochs=1", "data.n_train=100",
+    done = seqrev_train("-m", "model=single_default", "data.timesteps=0,3", "trainer.max_epochs=1", "data.n_train=100",
                    f"hydra.sweep.dir={sweep_dir}")
     assert done.returncode == 0, done.stderr[-3000:]
     results = job_results(sweep_dir)
@@ -74,10 +74,10 @@ def test_tutorial_table_preset_composes_to_the_tutorials_grid():
     assert grid == [(4, 16), (8, 16), (16, 16), (16, 32)]
 
 
-def test_optuna_search_runs_trials_and_reports_the_best(tmp_path):
+def test_optuna_search_runs_trials_and_reports_the_best(tmp_path, seqrev_train):
     import yaml
     sweep_dir = tmp_path / "search"
-    done = run_cli("-m", "hparams_search=optuna", "model=both_outputs", "hydra.sweeper.n_trials=2",
+    done = seqrev_train("-m", "hparams_search=optuna", "model=both_outputs", "hydra.sweeper.n_trials=2",
                    "trainer.max_epochs=1", "data.n_train=200", f"hydra.sweep.dir={sweep_dir}")
     assert done.returncode == 0, done.stderr[-3000:]
     best = yaml.safe_load((sweep_dir / "optimization_results.yaml").read_text())
@@ -86,11 +86,11 @@ def test_optuna_search_runs_trials_and_reports_the_best(tmp_path):
     assert len(values) == 2 and best["best_value"] == pytest.approx(max(values))
 
 
-def test_an_optuna_study_in_a_database_continues_across_searches(tmp_path):
+def test_an_optuna_study_in_a_database_continues_across_searches(tmp_path, seqrev_train):
     import sqlite3
     storage = f"sqlite:///{tmp_path / 'study.db'}"
     for search in ("first", "second"):  # each search its own sweep folder; the study is what they share
-        done = run_cli("-m", "hparams_search=optuna", "hydra.sweeper.n_trials=2", "trainer.max_epochs=1",
+        done = seqrev_train("-m", "hparams_search=optuna", "hydra.sweeper.n_trials=2", "trainer.max_epochs=1",
                        "data.n_train=200", f"hydra.sweeper.storage={storage}", f"hydra.sweep.dir={tmp_path / search}")
         assert done.returncode == 0, done.stderr[-3000:]
     with sqlite3.connect(tmp_path / "study.db") as db:
@@ -98,9 +98,9 @@ def test_an_optuna_study_in_a_database_continues_across_searches(tmp_path):
     assert len(states) == 4 and set(states) == {"COMPLETE"}  # the trials added up
 
 
-def test_job_folders_name_every_swept_setting_and_the_report_keeps_them_apart(tmp_path):
+def test_job_folders_name_every_swept_setting_and_the_report_keeps_them_apart(tmp_path, seqrev_train):
     sweep = tmp_path / "sweep"
-    done = run_cli("-m", "data.n_train=200,300", "model.cell=lstm,gru", "trainer.max_epochs=1",
+    done = seqrev_train("-m", "data.n_train=200,300", "model.cell=lstm,gru", "trainer.max_epochs=1",
                    f"hydra.sweep.dir={sweep}")
     assert done.returncode == 0, done.stderr[-3000:]
     names = sorted(p.name for p in sweep.iterdir() if p.is_dir())

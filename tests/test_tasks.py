@@ -138,11 +138,10 @@ def test_a_short_run_learns_each_task_well_above_an_input_ignoring_predictor(tmp
     assert results["test_acc"] >= baseline + 0.3, (results["test_acc"], baseline)  # measured: +0.6 to +0.8
 
 
-def test_a_sweep_over_tasks_reports_one_table_per_task(tmp_path):
-    from conftest import run_cli
+def test_a_sweep_over_tasks_reports_one_table_per_task(tmp_path, seqrev_train):
     sweep = tmp_path / "sweep"
-    done = run_cli("-m", "model=both_outputs", "data.task=reverse,sort", "model.cell=lstm,gru", "trainer.max_epochs=1",
-                   "data.n_train=200", f"hydra.sweep.dir={sweep}")
+    done = seqrev_train("-m", "model=both_outputs", "data.task=reverse,sort", "model.cell=lstm,gru",
+                        "trainer.max_epochs=1", "data.n_train=200", f"hydra.sweep.dir={sweep}")
     assert done.returncode == 0, done.stderr[-2000:]
     results = [json.loads(p.read_text()) for p in sweep.glob("*/results.json")]
     assert sorted((r["task"], r["cell"]) for r in results) == [("reverse", "gru"), ("reverse", "lstm"),

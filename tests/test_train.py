@@ -9,7 +9,7 @@ from seqrev.data import ReversedSequenceData
 from seqrev.models import WIRINGS, Seq2SeqModel
 from seqrev.run import train
 
-from conftest import compose_config, run_cli
+from conftest import compose_config
 
 RESULT_FIELDS = {"model", "timesteps", "n_features", "units", "seed", "trainable_params", "epochs_run",
                  "stopped_early", "train_acc", "val_acc", "test_acc", "test_seq_acc", "test_acc_per_position",
@@ -94,9 +94,9 @@ def test_hparams_tab_has_the_runs_settings_and_metrics(tmp_path):
     assert "hparams/test_acc" in metric_tags
 
 
-def test_command_line_run_as_a_user_types_it(tmp_path):
+def test_command_line_run_as_a_user_types_it(tmp_path, seqrev_train):
     run_dir = tmp_path / "run"
-    done = run_cli("model=both_outputs", "data.timesteps=8", "trainer.max_epochs=2", f"hydra.run.dir={run_dir}")
+    done = seqrev_train("model=both_outputs", "data.timesteps=8", "trainer.max_epochs=2", f"hydra.run.dir={run_dir}")
     assert done.returncode == 0, done.stderr[-3000:]
     results = json.loads((run_dir / "results.json").read_text())
     assert results["model"] == "both_outputs" and results["timesteps"] == 8 and results["epochs_run"] == 2

@@ -2,10 +2,7 @@
 (clipping, accumulation and Lightning's other options: tests/test_lightning_contract.py)."""
 
 import json
-import os
 import signal
-import subprocess
-import sys
 
 import pytest
 import torch
@@ -13,9 +10,10 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from seqrev.run import train
 
-from conftest import ROOT, compose_config, run_cli, wait_until_paused
+from conftest import ROOT, TINY, compose_config, pause_at, run_cli, start_paused
 
-SMALL = ("data.n_train=300", "data.n_test=50", "trainer.max_epochs=2")
+TWO_EPOCHS = (*TINY, "trainer.max_epochs=2")
+
 
 
 def learning_rates(run_dir) -> list[float]:
@@ -26,7 +24,7 @@ def learning_rates(run_dir) -> list[float]:
 
 @pytest.mark.parametrize("steps_per_call", [64, 1])  # stepped by seqrev under grouped steps, else by Lightning
 def test_cosine_schedule_steps_once_an_epoch_and_is_logged(tmp_path, steps_per_call):
-    results = train(compose_config(*SMALL, "trainer.max_epochs=4", "scheduler=cosine",
+    results = train(compose_config(*TWO_EPOCHS, "trainer.max_epochs=4", "scheduler=cosine",
                                    f"data.steps_per_call={steps_per_call}", output_dir=tmp_path))
     assert results["scheduler"] == "CosineAnnealingLR"
     rates = learning_rates(tmp_path)
@@ -38,7 +36,7 @@ def test_cosine_schedule_steps_once_an_epoch_and_is_logged(tmp_path, steps_per_c
 @pytest.mark.parametrize("steps_per_call", [64, 1])
 def test_plateau_schedule_cuts_the_rate_after_patience_epochs_without_progress(tmp_path, steps_per_call):
     # progress only counts above 0.5 of validation loss, and patience 1: the rate must be cut, and soon
-    results = train(compose_config(*SMALL, "trainer.max_epochs=6", "scheduler=plateau", "model.scheduler.patience=1",
+    results = train(compose_config(*TINY, "trainer.max_epochs=6", "scheduler=plateau", "model.scheduler.patience=1",
                                    "model.scheduler.threshold=0.5", "callbacks.early_stopping.patience=100",
                                    f"data.steps_per_call={steps_per_call}",
                                    output_dir=tmp_path))
@@ -49,25 +47,19 @@ def test_plateau_schedule_cuts_the_rate_after_patience_epochs_without_progress(t
 
 
 def test_the_tutorials_constant_rate_is_the_default(tmp_path):
-    results = train(compose_config(*SMALL, output_dir=tmp_path))
+    results = train(compose_config(*TWO_EPOCHS, output_dir=tmp_path))
     assert results["scheduler"] == "none"
     assert learning_rates(tmp_path) == pytest.approx([0.001, 0.001])
 
 
 @pytest.mark.slow
 def test_a_resumed_run_with_a_schedule_equals_an_uninterrupted_one(tmp_path):
-    line = (*SMALL, "trainer.max_epochs=5", "scheduler=cosine", "trainer.gradient_clip_val=0.5",
+    line = (*TWO_EPOCHS, "trainer.max_epochs=5", "scheduler=cosine", "trainer.gradient_clip_val=0.5",
             "trainer.accumulate_grad_batches=2", "callbacks.early_stopping.patience=100")
     whole = run_cli(*line, f"hydra.run.dir={tmp_path / 'whole'}")
     assert whole.returncode == 0, whole.stderr[-2000:]
     run_dir, marker = tmp_path / "killed", tmp_path / "paused"
-    process = subprocess.Popen(
-        [sys.executable, "-m", "seqrev.train", *line, f"hydra.run.dir={run_dir}",
-         "+callbacks.pause._target_=probes.PauseAtEpoch", "+callbacks.pause.epochs=2",
-         f"+callbacks.pause.marker={marker}"],
-        cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT / "tests")}, stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL)
-    wait_until_paused(marker, process)
+    process = start_paused([*line, f"hydra.run.dir={run_dir}", *pause_at(2, marker)], marker)
     process.send_signal(signal.SIGKILL)
     process.wait()
     resumed = run_cli(f"resume={run_dir}", "+callbacks.pause._target_=probes.PauseAtEpoch",  # accepted knowingly
