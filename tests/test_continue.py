@@ -32,7 +32,7 @@ def results(sweep: Path) -> dict[str, dict]:
 
 def test_a_finished_sweep_run_again_changes_nothing(tmp_path, seqrev_train):
     sweep = tmp_path / "sweep"
-    line = ("-m", "model=return_state,both_outputs", *SMALL, f"hydra.sweep.dir={sweep}")
+    line = ("-m", "model=return_state,both_outputs", *SMALL, "trainer.max_epochs=2", f"hydra.sweep.dir={sweep}")
     first = seqrev_train(*line)
     assert first.returncode == 0, first.stderr[-3000:]
     before = fingerprint(sweep)
