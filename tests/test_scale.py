@@ -28,10 +28,15 @@ def test_slurm_launcher_has_seqrev_defaults_and_takes_overrides():
         overrides = ["hydra/launcher=slurm", "hydra.launcher.partition=gpu", "hydra.launcher.gpus_per_node=1",
                      "hydra.launcher.timeout_min=30"]
         cfg = compose(config_name="train", overrides=overrides, return_hydra_config=True)
+    from hydra_plugins.hydra_submitit_launcher.config import SlurmQueueConf
+    from omegaconf import OmegaConf
+
     launcher = cfg.hydra.launcher
-    assert launcher._target_.endswith("SlurmLauncher")
+    # every key seqrev's slurm.yaml sets is one submitit's launcher takes (a misspelt one would be refused)
+    OmegaConf.merge(OmegaConf.structured(SlurmQueueConf), OmegaConf.to_container(launcher, resolve=False))
     assert (launcher.partition, launcher.gpus_per_node, launcher.timeout_min) == ("gpu", 1, 30)
-    assert launcher.tasks_per_node == 1 and launcher.cpus_per_task == 2 and launcher.array_parallelism == 64
+    assert OmegaConf.to_container(launcher)["submitit_folder"] == "${hydra.sweep.dir}/.submitit/%j"  # in the sweep
+    assert launcher.max_num_timeout > 0  # a job at its time limit is requeued (tests/test_slurm.py)
 
 
 def weights(path: Path) -> dict[str, torch.Tensor]:
