@@ -101,3 +101,21 @@ def test_a_folder_holding_another_job_is_refused_and_left_alone(tmp_path, seqrev
     assert "holds a job with other settings than this sweep's job there" in other.stdout
     assert "trainer.max_epochs=2" in other.stdout and "trainer.max_epochs=1" in other.stdout
     assert fingerprint(sweep) == before
+
+
+def test_a_job_killed_after_a_checkpoint_is_resumed_from_it_not_started_again(tmp_path, seqrev_train):
+    """The in-process counterpart of the kill test above: a job folder as a kill after its last checkpoint
+    leaves it (no results.json), met by the sweep run again."""
+    sweep = tmp_path / "sweep"
+    line = ("-m", "model=return_state,both_outputs", *SMALL, "trainer.max_epochs=2", f"hydra.sweep.dir={sweep}")
+    assert seqrev_train(*line).returncode == 0
+    killed = sweep / "1_model=both_outputs,timesteps=4,units=16,seed=0"
+    finished = json.loads((killed / "results.json").read_text())
+    (killed / "results.json").unlink()
+    again = seqrev_train(*line)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert again.stdout.count("skipped (finished)") == 1 and f"resuming from epoch 2: {killed}" in again.stdout
+    resumed = json.loads((killed / "results.json").read_text())
+    assert resumed["resumed"] is True and resumed["epochs_run"] == 2
+    for key in SCORES:
+        assert resumed[key] == finished[key], key
