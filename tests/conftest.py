@@ -35,8 +35,7 @@ def compose_config(*overrides: str, output_dir: Path | None = None) -> DictConfi
 
 def run_cli(*args: str, timeout: float = 300, env: dict | None = None) -> subprocess.CompletedProcess:
     """`python -m seqrev.train ARGS` as a user types it."""
-    environment = {**os.environ}
-    environment.pop("HYDRA_FULL_ERROR", None)
+    environment = {k: v for k, v in os.environ.items() if k not in ("HYDRA_FULL_ERROR", "SEQREV_TRACEBACKS")}
     environment.update(env or {})
     return subprocess.run([sys.executable, "-m", "seqrev.train", *args], cwd=ROOT, capture_output=True,
                           text=True, timeout=timeout, env=environment)
@@ -53,7 +52,8 @@ def seqrev_train(monkeypatch, capsys):
 
     def run(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
         for name in ("HYDRA_FULL_ERROR", "SEQREV_TRACEBACKS", "SEQREV_SWEPT"):
-            monkeypatch.delenv(name, raising=False)  # cli() sets them; monkeypatch puts them back
+            monkeypatch.setenv(name, "")  # recorded, so that what cli() sets is undone after the test
+            monkeypatch.delenv(name)
         for name, value in (env or {}).items():
             if name != "PYTHONPATH":  # tests/ (probes) is on this process's path already
                 monkeypatch.setenv(name, value)
