@@ -58,6 +58,31 @@ def _swept_settings() -> str:
 if not OmegaConf.has_resolver("seqrev_swept"):
     OmegaConf.register_new_resolver("seqrev_swept", _swept_settings)
 
+def _group() -> str:
+    """What a run belongs to, for trackers that group runs: a sweep's folder name, or "runs" for single runs."""
+    from pathlib import Path
+
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
+        return Path(HydraConfig.get().sweep.dir).name
+    return "runs"
+
+
+def _job_name(output_dir: str) -> str:
+    """A run's name for trackers: its folder's name, as job folders and TensorBoard name it."""
+    from pathlib import Path
+
+    return Path(output_dir).name
+
+
+# Trackers' configs (conf/logger) group a sweep's jobs and name each like its folder.
+if not OmegaConf.has_resolver("seqrev_group"):
+    OmegaConf.register_new_resolver("seqrev_group", _group)
+if not OmegaConf.has_resolver("seqrev_job_name"):
+    OmegaConf.register_new_resolver("seqrev_job_name", _job_name)
+
 PRECISIONS = ("32", "32-true", "bf16-mixed", "bf16-true", "64", "64-true")
 
 
@@ -159,6 +184,9 @@ def validate(cfg: DictConfig, cuda_available: bool | None = None) -> None:
                           "use trainer=default (picks the GPU when present) or trainer=cpu.")
     if str(precision) == "bf16-true" and accelerator in ("gpu", "cuda", "auto") and cuda_available:
         _require_bfloat16_rnn_on_cuda(_get(cfg, "model.cell") or "lstm")
+    from seqrev.trackers import check_installed
+
+    check_installed(cfg)
 
 
 def _require_bfloat16_rnn_on_cuda(cell: str) -> None:

@@ -23,21 +23,33 @@ class Example(NamedTuple):
 
 
 def log_to_tensorboard(trainer, cfg: DictConfig, results: RunResults, examples: list[Example]) -> None:
+    """Examples as a table, and the run as a session of TensorBoard's HPARAMS tab: every setting and what
+    it is, and the final metrics (`hparams/...`).
+
+    Sessions only, no experiment summary of the run's own: TensorBoard then works out which settings
+    differ across the runs it is shown (a sweep, or all of `outputs/`) and lists those first. A run's own
+    summary would fix the columns, alphabetically, whatever varies."""
     from lightning.pytorch.loggers import TensorBoardLogger
+    from torch.utils.tensorboard.summary import hparams
 
     for logger in trainer.loggers:
         if not isinstance(logger, TensorBoardLogger):
             continue
+        writer = logger.experiment
+        rows = "\n".join(f"| {x} | {y} | {p} | {y == p} |" for x, y, p in examples)
+        writer.add_text("examples", "| input | expected | predicted | right |\n|---|---|---|---|\n" + rows,
+                        trainer.global_step)
         params = {key: results[key] for key in IDENTITY_FIELDS if key != "config"}
         params.update({key: value if isinstance(value, (int, float, str, bool)) else str(value)  # every setting
                        for key, value in flat_settings(results.get("config")).items() if key not in params})
+        params = {key: "None" if value is None else value for key, value in params.items()}
         metrics = {f"hparams/{key}": results[key] for key in HPARAMS_METRICS}
         metrics.update({f"hparams/extra/{key}": value for key, value in results.get("extra", {}).items()})
-        logger.log_hyperparams(params, metrics)
-        rows = "\n".join(f"| {x} | {y} | {p} | {y == p} |" for x, y, p in examples)
-        logger.experiment.add_text("examples", "| input | expected | predicted | right |\n|---|---|---|---|\n" + rows,
-                                   trainer.global_step)
-        logger.experiment.flush()
+        logger.log_metrics(metrics, step=0)
+        _, session_start, session_end = hparams(params, metrics)
+        for summary in (session_start, session_end):
+            writer.file_writer.add_summary(summary)  # the writer exists: the examples went through it
+        writer.flush()
 
 
 def print_report(results: RunResults, examples: list[Example]) -> None:

@@ -14,6 +14,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from seqrev import trackers
 from seqrev.config import validate
 from seqrev.errors import EXPECTED_ERRORS, describe_error, storage_problem
 from seqrev.publish import Example, log_to_tensorboard, print_report
@@ -32,12 +33,19 @@ def train(cfg: DictConfig, model_name: str | None = None) -> RunResults:
     run_dir = Path(cfg.paths.output_dir)
     resume_from = last_checkpoint(Path(cfg.resume)) if cfg.resume else None
     about = describe(cfg, model_name)
-    fit_seconds = fit(trainer, model, datamodule, about, run_dir, resume_from)
-    results, examples = score(trainer, model, datamodule, cfg.examples)
-    results = RunResults(**about, status="ok", **results, fit_seconds=round(fit_seconds, 3),
-                         resumed=resume_from is not None, run_dir=str(run_dir))
-    if trainer.is_global_zero:  # with several processes (trainer=ddp) only rank 0 writes
-        publish(trainer, cfg, results, examples)
+    if resume_from is None:
+        trackers.log_settings(trainer.loggers, about)
+    failed = True
+    try:
+        fit_seconds = fit(trainer, model, datamodule, about, run_dir, resume_from)
+        results, examples = score(trainer, model, datamodule, cfg.examples)
+        results = RunResults(**about, status="ok", **results, fit_seconds=round(fit_seconds, 3),
+                             resumed=resume_from is not None, run_dir=str(run_dir))
+        if trainer.is_global_zero:  # with several processes (trainer=ddp) only rank 0 writes
+            publish(trainer, cfg, results, examples)
+        failed = False
+    finally:
+        trackers.close(trainer.loggers, failed)
     return results
 
 
@@ -106,8 +114,10 @@ def build(cfg: DictConfig):
     for settings in (cfg.get("callbacks") or {}).values():
         callbacks.append(instantiate(settings))
         callback_settings[id(callbacks[-1])] = OmegaConf.to_container(settings, resolve=True)
-    loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values()]
+    loggers = trackers.make_loggers(cfg, Path(cfg.paths.output_dir), resuming=bool(cfg.get("resume")))
     trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False, _convert_="all")
+    if trainer.is_global_zero:
+        trackers.record_ids(loggers, Path(cfg.paths.output_dir))
     set_determinism(bool(cfg.trainer.get("deterministic")))
     plan_steps(trainer, model, datamodule, callback_settings)
     return datamodule, model, trainer
@@ -187,9 +197,11 @@ def extra_scalars(trainer) -> dict[str, float]:
 
 
 def publish(trainer, cfg: DictConfig, results: RunResults, examples: list[Example]) -> None:
-    """results.json, then TensorBoard's HPARAMS and examples, then the tutorial's printout."""
+    """results.json, then TensorBoard's HPARAMS and examples and the other trackers' final metrics, then
+    the tutorial's printout."""
     write_results(results["run_dir"], results)
     log_to_tensorboard(trainer, cfg, results, examples)
+    trackers.log_results(trainer.loggers, results, trainer.global_step)
     print_report(results, examples)
 
 

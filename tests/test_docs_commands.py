@@ -44,6 +44,8 @@ def quick(command: str) -> str | None:
             part = f"{part} --quick"
         elif part.startswith("tensorboard "):
             part = f"{part} --inspect"
+        elif part.startswith("mlflow ui --backend-store-uri "):  # a server: ask the same database instead
+            part = f"MLFLOW_TRACKING_URI={part.split()[-1]} mlflow experiments search"
         quick_parts.append(part)
     return " && ".join(quick_parts) or None
 

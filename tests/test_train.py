@@ -89,9 +89,36 @@ def test_hparams_tab_has_the_runs_settings_and_metrics(tmp_path):
     hparams = session.session_start_info.hparams
     assert hparams["model"].string_value == "single_default" and hparams["seed"].number_value == 3
     assert hparams["timesteps"].number_value == 4 and hparams["units"].number_value == 16
-    experiment = plugin_data_pb2.HParamsPluginData.FromString(content["_hparams_/experiment"])
-    metric_tags = {m.name.tag for m in experiment.experiment.metric_infos}
-    assert "hparams/test_acc" in metric_tags
+    assert "_hparams_/experiment" not in content  # TensorBoard works out the columns across the runs it shows
+
+
+def hparams_columns(logdir) -> tuple[list[str], list[str]]:
+    """The HPARAMS tab's hyperparameter and metric columns, in order, as TensorBoard's own backend gives them."""
+    from tensorboard import context
+    from tensorboard.backend.event_processing import data_provider, plugin_event_multiplexer
+    from tensorboard.plugins import base_plugin
+    from tensorboard.plugins.hparams import backend_context
+
+    events = plugin_event_multiplexer.EventMultiplexer()
+    events.AddRunsFromDirectory(str(logdir))
+    events.Reload()
+    provider = data_provider.MultiplexerDataProvider(events, str(logdir))
+    backend = backend_context.Context(base_plugin.TBContext(data_provider=provider, multiplexer=events,
+                                                            logdir=str(logdir)))
+    request = context.RequestContext()
+    experiment = backend.experiment_from_metadata(request, "", True, backend.hparams_metadata(request, ""),
+                                                  backend.hparams_from_data_provider(request, "", None))
+    return [h.name for h in experiment.hparam_infos], [m.name.tag for m in experiment.metric_infos]
+
+
+def test_hparams_lead_with_what_varies_across_the_runs_shown(tmp_path):
+    for units, seed in ((8, 1), (12, 1), (8, 2)):  # units and seed vary; everything else is shared
+        train(compose_config("model=single_default", "trainer.max_epochs=1", "data.n_train=200", f"seed={seed}",
+                             f"model.units={units}", output_dir=tmp_path / f"u{units}s{seed}"))
+    hparams, metrics = hparams_columns(tmp_path)
+    assert set(hparams[:4]) == {"units", "model.units", "seed", "data.seed"}  # then the rest, alphabetically
+    assert hparams[4:] == sorted(hparams[4:]) and "data.n_train" in hparams[4:]
+    assert "hparams/test_acc" in metrics
 
 
 def test_command_line_run_as_a_user_types_it(tmp_path, seqrev_train):
