@@ -89,7 +89,7 @@ def check_group_choices(args: list[str], config_dirs: list[Path]) -> None:
     import re
 
     for arg in args:
-        match = re.fullmatch(r"[+~]?([a-z_]+)=([\w,.-]+)", arg)
+        match = re.fullmatch(r"[+~]?([a-z_]+)=\[?([\w,.-]+)\]?", arg)  # an option, a sweep or a list of them
         if not match or not any((d / match.group(1)).is_dir() for d in config_dirs):
             continue
         group, values = match.groups()

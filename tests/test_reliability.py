@@ -62,6 +62,7 @@ BAD_LINES = [  # through the command line as a user types it: exit status 2, one
     (["data.timesteps=0"], "data.timesteps=0 is not allowed"),
     (["model=nope"], "model='nope' is not allowed: choose one of attention, both_outputs"),
     (["trainer=tpu"], "trainer='tpu' is not allowed: choose one of cpu, ddp, default, gpu"),
+    (["logger=[tensorboard,mlfow]"], "logger='mlfow' is not allowed: choose one of csv, mlflow, tensorboard, wandb."),
     (["data.timestep=4"], "`data.timestep` is not a setting of data=reversed; did you mean `data.timesteps`"),
     (["model.unit=32"], "`model.unit` is not a setting of model=both_outputs; did you mean `model.units`"),
     (["callbacks.x._target_=a.B"], "write `+callbacks.x._target_=...` for a new key"),
