@@ -16,9 +16,9 @@ def test_precision_is_settable_on_every_trainer(trainer, tmp_path):
     from hydra.utils import instantiate
 
     cfg = compose_config(f"trainer={trainer}", "trainer.precision=bf16-mixed", output_dir=tmp_path)
-    assert instantiate(cfg.trainer).precision == "bf16-mixed"  # the Trainer it builds computes in it
+    assert instantiate(cfg.trainer, _convert_="all").precision == "bf16-mixed"  # the Trainer it builds computes in it
     default = compose_config(f"trainer={trainer}", output_dir=tmp_path)
-    assert instantiate(default.trainer).precision == "32-true"
+    assert instantiate(default.trainer, _convert_="all").precision == "32-true"
 
 
 @pytest.mark.parametrize("precision", ["16-mixed", "16-true", "half"])
