@@ -12,6 +12,7 @@ import logging
 import shutil
 from pathlib import Path
 
+from seqrev.atomic import atomic_write
 from seqrev.errors import RunDirError
 from seqrev.results import FILENAME, RunResults, read_results
 from seqrev.rundir import check_checkpoint, last_checkpoint, run_status
@@ -40,8 +41,6 @@ def continue_job(job_dir: Path, overrides: list[str]) -> tuple[str, int]:
 
     RunDirError when the folder holds a job with other overrides (the sweep's parameters changed).
     """
-    from seqrev.atomic import atomic_write
-
     job_file = job_dir / JOB_FILE
     if job_file.is_file():
         saved = json.loads(job_file.read_text()).get("overrides")

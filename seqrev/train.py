@@ -104,7 +104,11 @@ def job(cfg: DictConfig) -> RunResults | None:
     try:
         with run_folder_lock(run_dir):
             if sweep:
-                finished, resume_from = continue_sweep_job(run_dir, list(hydra_cfg.overrides.task))
+                try:
+                    finished, resume_from = continue_sweep_job(run_dir, list(hydra_cfg.overrides.task))
+                except OSError as error:  # its folder cannot be written (a full disk): the job fails, not the sweep
+                    log.error(f"job failed: {describe_error(error, run_dir)}")
+                    return None
                 if finished is not None:
                     return finished
                 if resume_from is not None:

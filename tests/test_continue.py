@@ -119,3 +119,19 @@ def test_a_job_killed_after_a_checkpoint_is_resumed_from_it_not_started_again(tm
     assert resumed["resumed"] is True and resumed["epochs_run"] == 2
     for key in SCORES:
         assert resumed[key] == finished[key], key
+
+
+def test_a_job_whose_folder_cannot_be_written_fails_alone_and_the_sweep_goes_on(tmp_path, seqrev_train, monkeypatch):
+    import errno
+
+    import seqrev.continuation
+
+    def full_disk(path, write):
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    monkeypatch.setattr(seqrev.continuation, "atomic_write", full_disk)
+    sweep = tmp_path / "sweep"
+    done = seqrev_train("-m", "model=return_state,both_outputs", *SMALL, "trainer.max_epochs=1",
+                        f"hydra.sweep.dir={sweep}")
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.count("job failed: could not write") == 2 and "job.json: no space left" in done.stdout

@@ -18,7 +18,7 @@ def slurm_answers() -> bool:
     return done.returncode == 0 and any(s in done.stdout for s in ("idle", "mixed", "allocated"))
 
 
-pytestmark = [pytest.mark.slurm,
+pytestmark = [pytest.mark.slurm, pytest.mark.xdist_group("slurm"),
               pytest.mark.skipif(not slurm_answers(), reason="no Slurm answers here (start one: scripts/slurm-local)")]
 SLURM = ("-m", "hydra/launcher=slurm", "hydra.launcher.cpus_per_task=1", "hydra.launcher.mem_gb=2")
 
