@@ -121,7 +121,7 @@ def job(cfg: DictConfig) -> RunResults | None:
                     unrecorded = None
                 else:
                     unrecorded = record_failure(cfg, error, model_name)
-                if Caller.in_process or wants_tracebacks():
+                if (Caller.in_process and not sweep) or wants_tracebacks():  # seqrev.fit raises what a run says
                     raise
                 message = describe_error(error, run_dir) + (f"; {unrecorded}" if unrecorded else "")
                 if not sweep:
