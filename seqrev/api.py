@@ -20,8 +20,12 @@ def fit(*overrides: str) -> RunResults:
     """
     from hydra.core.hydra_config import HydraConfig
 
+    from seqrev.errors import ConfigError
+    from seqrev.preflight import SWEEP_FLAGS
     from seqrev.train import Caller, launch, prepare
 
+    if SWEEP_FLAGS & set(overrides):
+        raise ConfigError("seqrev.fit makes one run; for a sweep, use the command line: python -m seqrev.train -m ...")
     argv = prepare(["seqrev.fit", *overrides])
     saved_argv, saved_env = sys.argv, os.environ.get("HYDRA_FULL_ERROR")
     root = logging.getLogger()

@@ -94,6 +94,11 @@ def test_a_padded_task_predicts_shorter_sequences_and_stops_at_the_end_symbol(tm
     assert (tmp_path / "a.png").stat().st_size > 1000
 
 
+def test_fit_makes_one_run_and_says_so_when_given_a_sweep():
+    with pytest.raises(seqrev.errors.ConfigError, match="seqrev.fit makes one run; for a sweep, use the command"):
+        seqrev.fit("-m", "seed=0,1")
+
+
 @pytest.mark.slow
 def test_fit_writes_the_same_run_folder_as_the_command_line_and_resume_works_on_it(tmp_path):
     results = seqrev.fit("model=return_state", *TWO_EPOCHS, "trainer.max_epochs=1", f"hydra.run.dir={tmp_path / 'run'}")
