@@ -7,6 +7,7 @@ allowed; `seqrev.train` prints that sentence and exits non-zero.
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
@@ -60,8 +61,6 @@ if not OmegaConf.has_resolver("seqrev_swept"):
 
 def _group() -> str:
     """What a run belongs to, for trackers that group runs: a sweep's folder name, or "runs" for single runs."""
-    from pathlib import Path
-
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
@@ -72,8 +71,6 @@ def _group() -> str:
 
 def _job_name(output_dir: str) -> str:
     """A run's name for trackers: its folder's name, as job folders and TensorBoard name it."""
-    from pathlib import Path
-
     return Path(output_dir).name
 
 

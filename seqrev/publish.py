@@ -8,7 +8,7 @@ from typing import NamedTuple
 
 from omegaconf import DictConfig
 
-from seqrev.results import IDENTITY_FIELDS, RunResults, flat_settings
+from seqrev.results import RunResults, run_parameters
 
 log = logging.getLogger("seqrev")
 HPARAMS_METRICS = ("test_acc", "test_seq_acc", "train_acc", "val_acc", "epochs_run")
@@ -39,10 +39,7 @@ def log_to_tensorboard(trainer, cfg: DictConfig, results: RunResults, examples: 
         rows = "\n".join(f"| {x} | {y} | {p} | {y == p} |" for x, y, p in examples)
         writer.add_text("examples", "| input | expected | predicted | right |\n|---|---|---|---|\n" + rows,
                         trainer.global_step)
-        params = {key: results[key] for key in IDENTITY_FIELDS if key != "config"}
-        params.update({key: value if isinstance(value, (int, float, str, bool)) else str(value)  # every setting
-                       for key, value in flat_settings(results.get("config")).items() if key not in params})
-        params = {key: "None" if value is None else value for key, value in params.items()}
+        params = run_parameters(results)
         metrics = {f"hparams/{key}": results[key] for key in HPARAMS_METRICS}
         metrics.update({f"hparams/extra/{key}": value for key, value in results.get("extra", {}).items()})
         logger.log_metrics(metrics, step=0)

@@ -88,3 +88,11 @@ def flat_settings(config: dict[str, Any] | None, prefix: str = "") -> dict[str, 
         else:
             flat[f"{prefix}{key}"] = json.dumps(value) if isinstance(value, list) else value
     return flat
+
+
+def run_parameters(run: dict[str, Any]) -> dict[str, int | float | str | bool]:
+    """What a run is and every setting of its experiment, one plain value each (None and lists as text):
+    the parameters TensorBoard's HPARAMS tab and the other trackers show."""
+    params = {key: run.get(key) for key in IDENTITY_FIELDS if key != "config"}
+    params.update({key: value for key, value in flat_settings(run.get("config")).items() if key not in params})
+    return {key: value if isinstance(value, (int, float, str, bool)) else str(value) for key, value in params.items()}

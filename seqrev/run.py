@@ -115,7 +115,7 @@ def build(cfg: DictConfig):
         callbacks.append(instantiate(settings))
         callback_settings[id(callbacks[-1])] = OmegaConf.to_container(settings, resolve=True)
     loggers = trackers.make_loggers(cfg, Path(cfg.paths.output_dir), resuming=bool(cfg.get("resume")))
-    trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False, _convert_="all")
+    trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=list(loggers.values()) or False, _convert_="all")
     if trainer.is_global_zero:
         trackers.record_ids(loggers, Path(cfg.paths.output_dir))
     set_determinism(bool(cfg.trainer.get("deterministic")))

@@ -47,12 +47,13 @@ def _installed(module: str) -> bool:
         return False
 
 
-def make_loggers(cfg: DictConfig, run_dir: Path, resuming: bool) -> list:
-    """The config's loggers. A resumed run's MLflow and W&B loggers continue the runs they started."""
+def make_loggers(cfg: DictConfig, run_dir: Path, resuming: bool) -> dict[str, Any]:
+    """The config's loggers by their names in it. A resumed run's MLflow and W&B loggers continue the
+    runs they started."""
     from hydra.utils import instantiate
 
     started = read_ids(run_dir) if resuming else {}
-    loggers = []
+    loggers = {}
     for name, settings in (cfg.get("logger") or {}).items():
         target = str(settings.get("_target_"))
         resume: dict[str, Any] = {}
@@ -64,9 +65,7 @@ def make_loggers(cfg: DictConfig, run_dir: Path, resuming: bool) -> list:
                 resume = {"run_id": started[name]}
         elif target == WANDB:  # W&B takes the id it is given, so a run keeps it from its first start
             resume = {"id": started.get(name) or secrets.token_hex(4), "resume": "allow"}
-        logger = instantiate(settings, _convert_="all", **resume)  # plain dicts for the trackers
-        logger.seqrev_name = name
-        loggers.append(logger)
+        loggers[name] = instantiate(settings, _convert_="all", **resume)  # plain dicts for the trackers
     return loggers
 
 
@@ -79,18 +78,18 @@ def read_ids(run_dir: Path) -> dict[str, str]:
     return {k: v for k, v in ids.items() if isinstance(k, str) and isinstance(v, str)} if isinstance(ids, dict) else {}
 
 
-def record_ids(loggers: list, run_dir: Path) -> None:
+def record_ids(loggers: dict[str, Any], run_dir: Path) -> None:
     """Write the MLflow and W&B run ids into the run folder, so that a resumed run continues them."""
     from lightning.pytorch.loggers import MLFlowLogger, WandbLogger
 
     from seqrev.atomic import atomic_write
 
     ids = {}
-    for logger in loggers:
+    for name, logger in loggers.items():
         if isinstance(logger, MLFlowLogger):
-            ids[logger.seqrev_name] = logger.run_id  # creates the MLflow run now
+            ids[name] = logger.run_id  # creates the MLflow run now
         elif isinstance(logger, WandbLogger):
-            ids[logger.seqrev_name] = logger.version
+            ids[name] = logger.version
     if ids and ids != read_ids(run_dir):
         atomic_write(run_dir / RECORD, lambda handle: handle.write(json.dumps(ids).encode()))
 
@@ -103,12 +102,9 @@ def _trackers(loggers: list) -> list:
 
 def log_settings(loggers: list, about: dict[str, Any]) -> None:
     """The run's settings as each tracker's parameters (a fresh run only: MLflow's cannot change)."""
-    from seqrev.results import flat_settings
+    from seqrev.results import run_parameters
 
-    params = {key: value for key, value in about.items() if key != "config"}
-    params.update(flat_settings(about.get("config")))
-    params = {key: value if isinstance(value, (int, float, str, bool)) or value is None else str(value)
-              for key, value in params.items()}
+    params = run_parameters(about)
     for logger in _trackers(loggers):
         logger.log_hyperparams(params)
 
