@@ -22,10 +22,12 @@ log = logging.getLogger("seqrev")
 JOB_FILE = "job.json"
 
 
-def continue_sweep_job(job_dir: Path, overrides: list[str]) -> tuple[RunResults | None, Path | None]:
+def continue_sweep_job(job_dir: Path, overrides: list[str],
+                       packed: bool = False) -> tuple[RunResults | None, Path | None]:
     """(the stored results of a finished job, None), or (None, the folder to resume from) for a job killed
-    mid-training, or (None, None) for a job to run from scratch. Says which in one line."""
-    action, epochs = continue_job(job_dir, overrides)
+    mid-training, or (None, None) for a job to run from scratch. Says which in one line. `packed`: the
+    caller is a pack, which also continues a pack's member."""
+    action, epochs = continue_job(job_dir, overrides, packed)
     if action == "skip":
         log.info(f"skipped (finished): {job_dir}")
         return read_results(job_dir / FILENAME), None
@@ -35,7 +37,7 @@ def continue_sweep_job(job_dir: Path, overrides: list[str]) -> tuple[RunResults 
     return None, None
 
 
-def continue_job(job_dir: Path, overrides: list[str]) -> tuple[str, int]:
+def continue_job(job_dir: Path, overrides: list[str], packed: bool = False) -> tuple[str, int]:
     """What a sweep job does with its folder: ("skip", 0) when it finished, ("resume", epochs done) when
     it was killed or interrupted after a checkpoint, ("run", 0) otherwise (a failed job's files cleared).
 
@@ -53,9 +55,9 @@ def continue_job(job_dir: Path, overrides: list[str]) -> tuple[str, int]:
         return "skip", 0
     if status != "failed" and last_checkpoint(job_dir).is_file():
         try:
-            return "resume", check_checkpoint(last_checkpoint(job_dir))
-        except RunDirError:
-            pass  # killed before a complete checkpoint existed: start again
+            return "resume", check_checkpoint(last_checkpoint(job_dir), packed)
+        except RunDirError as cannot:  # killed before a complete checkpoint existed, or a pack's: start again
+            log.info(f"starting again: {cannot}")
     clear_run(job_dir)
     atomic_write(job_file, lambda handle: handle.write(json.dumps({"overrides": overrides}).encode()))
     return "run", 0

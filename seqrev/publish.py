@@ -6,8 +6,6 @@ import logging
 from pathlib import Path
 from typing import NamedTuple
 
-from omegaconf import DictConfig
-
 from seqrev.results import RunResults, run_parameters
 
 log = logging.getLogger("seqrev")
@@ -22,7 +20,7 @@ class Example(NamedTuple):
     predicted: list[int]
 
 
-def log_to_tensorboard(trainer, cfg: DictConfig, results: RunResults, examples: list[Example]) -> None:
+def log_to_tensorboard(loggers: list, step: int, results: RunResults, examples: list[Example]) -> None:
     """Examples as a table, and the run as a session of TensorBoard's HPARAMS tab: every setting and what
     it is, and the final metrics (`hparams/...`).
 
@@ -32,13 +30,13 @@ def log_to_tensorboard(trainer, cfg: DictConfig, results: RunResults, examples: 
     from lightning.pytorch.loggers import TensorBoardLogger
     from torch.utils.tensorboard.summary import hparams
 
-    for logger in trainer.loggers:
+    for logger in loggers:
         if not isinstance(logger, TensorBoardLogger):
             continue
         writer = logger.experiment
         rows = "\n".join(f"| {x} | {y} | {p} | {y == p} |" for x, y, p in examples)
         writer.add_text("examples", "| input | expected | predicted | right |\n|---|---|---|---|\n" + rows,
-                        trainer.global_step)
+                        step)
         params = run_parameters(results)
         metrics = {f"hparams/{key}": results[key] for key in HPARAMS_METRICS}
         metrics.update({f"hparams/extra/{key}": value for key, value in results.get("extra", {}).items()})

@@ -42,7 +42,7 @@ def train(cfg: DictConfig, model_name: str | None = None) -> RunResults:
         results = RunResults(**about, status="ok", **results, fit_seconds=round(fit_seconds, 3),
                              resumed=resume_from is not None, run_dir=str(run_dir))
         if trainer.is_global_zero:  # with several processes (trainer=ddp) only rank 0 writes
-            publish(trainer, cfg, results, examples)
+            publish(trainer.loggers, trainer.global_step, results, examples)
         failed = False
     finally:
         trackers.close(trainer.loggers, failed)
@@ -196,12 +196,12 @@ def extra_scalars(trainer) -> dict[str, float]:
             if key.startswith("extra/")}
 
 
-def publish(trainer, cfg: DictConfig, results: RunResults, examples: list[Example]) -> None:
-    """results.json, then TensorBoard's HPARAMS and examples and the other trackers' final metrics, then
-    the tutorial's printout."""
+def publish(loggers: list, step: int, results: RunResults, examples: list[Example]) -> None:
+    """results.json, then TensorBoard's HPARAMS and examples and the other trackers' final metrics (at
+    training step `step`), then the tutorial's printout."""
     write_results(results["run_dir"], results)
-    log_to_tensorboard(trainer, cfg, results, examples)
-    trackers.log_results(trainer.loggers, results, trainer.global_step)
+    log_to_tensorboard(loggers, step, results, examples)
+    trackers.log_results(loggers, results, step)
     print_report(results, examples)
 
 

@@ -55,10 +55,19 @@ def load_checkpoint(path: Path, map_location="cpu") -> dict:
     return checkpoint
 
 
-def check_checkpoint(path: Path) -> int:
-    """The number of epochs a Lightning training checkpoint holds; RunDirError if it is not one."""
+PACK_STATE = "seqrev_pack"
+"""The key of a packed member's own training state in its checkpoints (seqrev.pack_training)."""
+
+
+def check_checkpoint(path: Path, packed: bool = False) -> int:
+    """The number of epochs a training checkpoint holds; RunDirError if it is not one that can be continued
+    here. A pack's member's checkpoint (hydra/launcher=packed) is continued only by a pack (`packed`)."""
     checkpoint = load_checkpoint(path)
-    if not {"state_dict", "loops", "optimizer_states", "epoch"} <= checkpoint.keys():
+    if PACK_STATE in checkpoint and not packed:
+        raise RunDirError(f"{path} was written by a pack (hydra/launcher=packed), which alone continues it: run its "
+                          "sweep again with hydra/launcher=packed.")
+    loop_state = "loops" if PACK_STATE not in checkpoint else PACK_STATE
+    if not {"state_dict", loop_state, "optimizer_states", "epoch"} <= checkpoint.keys():
         raise RunDirError(f"{path} is not a Lightning training checkpoint (no model, loop or optimiser state).")
     return int(checkpoint["epoch"]) + 1
 

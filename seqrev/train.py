@@ -54,12 +54,23 @@ def launch(argv: list[str]) -> None:
     Hydra writes `.hydra/` there, so a second process touches nothing in it (FolderBusy)."""
     from seqrev.runlock import run_folder_lock
 
+    register_launcher()
     with ExitStack() as held:
         folder = named_run_folder(argv)
         if folder is not None:
             held.enter_context(run_folder_lock(folder))
         sys.argv = argv  # Hydra reads its command line from here
         main()
+
+
+def register_launcher() -> None:
+    """Make `hydra/launcher=packed` known to Hydra. Hydra finds plugins by walking the `hydra_plugins`
+    package's folders, which an editable install (`pip install -e .`) does not add to; registering the
+    class covers every kind of install."""
+    from hydra.core.plugins import Plugins
+    from hydra_plugins.seqrev_packed_launcher.packed_launcher import PackedLauncher
+
+    Plugins.instance().register(PackedLauncher)
 
 
 def named_run_folder(argv: list[str]) -> Path | None:

@@ -1,0 +1,1 @@
+"""seqrev's Hydra launcher plugin: hydra/launcher=packed."""

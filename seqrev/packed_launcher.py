@@ -1,0 +1,256 @@
+"""`hydra/launcher=packed`: a sweep's jobs that differ only in their seeds trained as one packed model.
+
+The launcher composes every job's config as Hydra would, groups the jobs that can share a pack
+(seqrev.packing), and runs each pack (seqrev.pack_training) and each job that cannot be packed (as
+an ordinary job, through Hydra's `run_job`) on one of `n_jobs` processes, one thread each. Every
+member of a pack still gets what an ordinary job gets: its folder, `.hydra/` written by Hydra's own
+`run_job`, its lock, the sweep's continuation (finished: skipped; killed: resumed from its
+checkpoints), its results.json and TensorBoard run, and its metric returned to the sweeper.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import os
+from collections.abc import Sequence
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from hydra.core.hydra_config import HydraConfig
+from hydra.core.singleton import Singleton
+from hydra.core.utils import JobReturn, configure_log, run_job, setup_globals
+from hydra.types import HydraContext
+from omegaconf import DictConfig, OmegaConf, open_dict, read_write
+
+log = logging.getLogger("seqrev")
+
+
+@dataclass
+class Unit:
+    """What one process runs at a time: one ordinary job, or one pack (jobs of one cell)."""
+
+    jobs: list[tuple[int, list[str]]]  # (job number, overrides), in sweep order
+    packed: bool
+    weight: float = 1.0  # relative running time, to start the longest first
+    names: list[str] = field(default_factory=list)
+
+
+def default_jobs() -> int:
+    """One process per core this process may use."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def job_config(hydra_context: HydraContext, config: DictConfig, idx: int, overrides: list[str]) -> DictConfig:
+    """A sweep job's config (`hydra` node included) with its number, as every Hydra launcher makes it."""
+    sweep_config = hydra_context.config_loader.load_sweep_config(config, list(overrides))
+    with open_dict(sweep_config):
+        sweep_config.hydra.job.id = f"{sweep_config.hydra.job.name}_{idx}"
+        sweep_config.hydra.job.num = idx
+    return sweep_config
+
+
+def resolved_task_config(sweep_config: DictConfig) -> DictConfig:
+    """The job's own config, every interpolation resolved as it would be inside its run (its folder too)."""
+    sweep_config = copy.deepcopy(sweep_config)
+    HydraConfig.instance().set_config(sweep_config)
+    subdir = str(OmegaConf.select(sweep_config, "hydra.sweep.subdir"))
+    output_dir = os.path.abspath(os.path.join(str(sweep_config.hydra.sweep.dir), subdir))
+    with read_write(sweep_config.hydra.runtime), open_dict(sweep_config.hydra.runtime):
+        sweep_config.hydra.runtime.output_dir = output_dir
+    HydraConfig.instance().set_config(sweep_config)
+    task_cfg = copy.deepcopy(sweep_config)
+    with read_write(task_cfg), open_dict(task_cfg):
+        del task_cfg["hydra"]
+    OmegaConf.resolve(task_cfg)
+    return task_cfg
+
+
+def plan(hydra_context: HydraContext, config: DictConfig, job_overrides: Sequence[Sequence[str]],
+         initial_job_idx: int, n_jobs: int) -> list[Unit]:
+    """The sweep's jobs as units of work: packs of jobs that differ only in their seeds, ordinary jobs for
+    the rest (each said in one line), big packs split so that every process has work."""
+    from seqrev.config import validate
+    from seqrev.packing import pack_key, refusal
+
+    packs: dict[str, Unit] = {}
+    units: list[Unit] = []
+    for offset, overrides in enumerate(job_overrides):
+        idx, overrides = initial_job_idx + offset, list(overrides)
+        sweep_config = job_config(hydra_context, config, idx, overrides)
+        model_name = sweep_config.hydra.runtime.choices.get("model")
+        try:
+            task_cfg = resolved_task_config(sweep_config)
+            validate(task_cfg)
+            reason = refusal(task_cfg, model_name)
+        except Exception:  # noqa: BLE001 - a config that fails is run as an ordinary job, which says why
+            reason, task_cfg = "its config does not compose (it runs to say why)", None
+        name = f"#{idx} ({' '.join(overrides)})"
+        if reason is not None:
+            log.info(f"packed launcher: job {name} runs as an ordinary job: {reason}")
+            units.append(Unit([(idx, overrides)], packed=False, names=[name]))
+            continue
+        key = pack_key(task_cfg, model_name)
+        cost = int(task_cfg.data.timesteps) * int(task_cfg.model.units)
+        unit = packs.setdefault(key, Unit([], packed=True, weight=0.0))
+        unit.jobs.append((idx, overrides))
+        unit.names.append(name)
+        unit.weight = cost
+    for unit in packs.values():
+        if len(unit.jobs) == 1:
+            log.info(f"packed launcher: job {unit.names[0]} runs as an ordinary job: no other job differs from "
+                     "it only in its seed")
+            unit.packed = False
+        units.append(unit)
+    return spread(units, n_jobs)
+
+
+def spread(units: list[Unit], n_jobs: int) -> list[Unit]:
+    """Split the largest packs in two until there are at least `n_jobs` units (or no pack to split), so no
+    process idles; longest first, so the last to finish is a short one."""
+    units = list(units)
+    while len(units) < n_jobs:
+        largest = max((u for u in units if u.packed and len(u.jobs) > 1), key=lambda u: len(u.jobs), default=None)
+        if largest is None:
+            break
+        half = len(largest.jobs) // 2
+        units.remove(largest)
+        for part in (slice(0, half), slice(half, None)):
+            units.append(Unit(largest.jobs[part], packed=len(largest.jobs[part]) > 1, weight=largest.weight,
+                              names=largest.names[part]))
+    return sorted(units, key=lambda u: -u.weight * (1 + 0.6 * (len(u.jobs) - 1)))
+
+
+def launch(hydra_context: HydraContext, task_function: Any, config: DictConfig,
+           job_overrides: Sequence[Sequence[str]], initial_job_idx: int, n_jobs: int | None) -> list[JobReturn]:
+    """Run a sweep's jobs; their returns in the sweep's order."""
+    setup_globals()
+    configure_log(config.hydra.hydra_logging, config.hydra.verbose)
+    Path(str(config.hydra.sweep.dir)).mkdir(parents=True, exist_ok=True)
+    n_jobs = default_jobs() if n_jobs in (None, -1, 0) else int(n_jobs)
+    units = plan(hydra_context, config, job_overrides, initial_job_idx, n_jobs)
+    packs = [u for u in units if u.packed]
+    log.info(f"packed launcher: {len(job_overrides)} jobs as {len(packs)} packs "
+             f"({', '.join(str(len(u.jobs)) for u in packs) or 'none'} jobs each) and "
+             f"{len(units) - len(packs)} ordinary jobs, on {min(n_jobs, len(units))} processes")
+    state = Singleton.get_state()
+    work = [(hydra_context, config, unit, task_function, state) for unit in units]
+    if n_jobs == 1 or len(units) == 1:
+        returns = [run_unit(*args) for args in work]
+    else:  # as Hydra's joblib launcher: loky's processes, Hydra's state sent along with each unit
+        from joblib import Parallel, delayed
+
+        returns = Parallel(n_jobs=min(n_jobs, len(units)), backend="loky")(delayed(run_unit)(*args) for args in work)
+    by_number = {idx: ret for unit_returns in returns for idx, ret in unit_returns}
+    return [by_number[initial_job_idx + offset] for offset in range(len(job_overrides))]
+
+
+def run_unit(hydra_context: HydraContext, config: DictConfig, unit: Unit, task_function: Any,
+             singleton_state: dict[Any, Any]) -> list[tuple[int, JobReturn]]:
+    """One unit of work, in this process or a worker: (job number, its JobReturn) for each of its jobs."""
+    setup_globals()
+    Singleton.set_state(singleton_state)
+    if not unit.packed:
+        return [(idx, ordinary_job(hydra_context, config, idx, overrides, task_function))
+                for idx, overrides in unit.jobs]
+    return run_pack(hydra_context, config, unit, task_function)
+
+
+def ordinary_job(hydra_context: HydraContext, config: DictConfig, idx: int, overrides: list[str],
+                 task_function: Any) -> JobReturn:
+    sweep_config = job_config(hydra_context, config, idx, overrides)
+    HydraConfig.instance().set_config(sweep_config)
+    return run_job(hydra_context=hydra_context, task_function=task_function, config=sweep_config,
+                   job_dir_key="hydra.sweep.dir", job_subdir_key="hydra.sweep.subdir")
+
+
+def _member_setup(task_cfg: DictConfig) -> tuple[DictConfig, str | None, list[str]]:
+    """What Hydra's `run_job` calls for a pack's member once it has made its folder and `.hydra/`: the
+    member's resolved config, its model's config name and its overrides."""
+    hydra_cfg = HydraConfig.get()
+    task_cfg = copy.deepcopy(task_cfg)
+    OmegaConf.resolve(task_cfg)
+    return task_cfg, hydra_cfg.runtime.choices.get("model"), list(hydra_cfg.overrides.task)
+
+
+def run_pack(hydra_context: HydraContext, config: DictConfig, unit: Unit,
+             task_function: Any) -> list[tuple[int, JobReturn]]:
+    """A pack's jobs: each folder made, locked and continued as an ordinary job's is; the members still to
+    train trained together (by how far they got: a killed pack's members resume from their checkpoints)."""
+    from seqrev.continuation import continue_sweep_job
+    from seqrev.errors import RunDirError, describe_error
+    from seqrev.pack_training import PACK_STATE, Member, train_pack
+    from seqrev.run import describe
+    from seqrev.rundir import last_checkpoint, load_checkpoint
+    from seqrev.runlock import FolderBusy, run_folder_lock
+
+    configure_log(_console_only(config.hydra.job_logging), config.hydra.verbose)
+    returns: dict[int, JobReturn] = {}
+    members: dict[int, Member] = {}
+    ordinary: list[tuple[int, list[str]]] = []
+    with ExitStack() as held:
+        for idx, overrides in unit.jobs:
+            sweep_config = job_config(hydra_context, config, idx, overrides)
+            ret = run_job(hydra_context=hydra_context, task_function=_member_setup, config=sweep_config,
+                          job_dir_key="hydra.sweep.dir", job_subdir_key="hydra.sweep.subdir", configure_logging=False)
+            returns[idx] = ret
+            cfg, model_name, job_overrides = ret.return_value
+            ret.return_value = math.nan  # until the member has results
+            run_dir = Path(cfg.paths.output_dir)
+            try:
+                held.enter_context(run_folder_lock(run_dir))
+                finished, resume_from = continue_sweep_job(run_dir, job_overrides, packed=True)
+            except FolderBusy as busy:
+                log.warning(str(busy))
+                continue
+            except RunDirError as refused:
+                log.error(f"job refused: {refused}")
+                continue
+            except OSError as error:  # its folder cannot be written (a full disk): the job fails, not the sweep
+                log.error(f"job failed: {describe_error(error, run_dir)}")
+                continue
+            if finished is not None:
+                ret.return_value = _metric(cfg, finished)
+                continue
+            if resume_from is not None and PACK_STATE not in load_checkpoint(last_checkpoint(resume_from)):
+                log.info(f"packed launcher: job #{idx} runs as an ordinary job: it continues an ordinary job's run")
+                ordinary.append((idx, overrides))
+                continue
+            handler = logging.FileHandler(run_dir / "train.log")
+            handler.setFormatter(logging.Formatter("[%(asctime)s][%(name)s][%(levelname)s] %(message)s"))
+            members[idx] = Member(cfg, model_name, describe(cfg, model_name), resume_from, log_file=handler)
+        by_progress: dict[int, list[Member]] = {}
+        for member in members.values():  # a killed pack's members may have saved different epochs last
+            epochs = 0 if member.resume_from is None else _epochs_saved(member.resume_from)
+            by_progress.setdefault(epochs, []).append(member)
+        for group in by_progress.values():
+            train_pack(group)
+    for idx, member in members.items():
+        returns[idx].return_value = _metric(member.cfg, member.results or {})
+    for idx, overrides in ordinary:
+        returns[idx] = ordinary_job(hydra_context, config, idx, overrides, task_function)
+    return sorted(returns.items())
+
+
+def _epochs_saved(run_dir: Path) -> int:
+    from seqrev.rundir import check_checkpoint, last_checkpoint
+
+    return check_checkpoint(last_checkpoint(run_dir), packed=True)
+
+
+def _metric(cfg: DictConfig, results: dict[str, Any]) -> float:
+    """What `seqrev.train.main` returns to a sweeper for a job's results."""
+    value = results.get(cfg.optimized_metric)
+    return float(value) if isinstance(value, (int, float)) else math.nan
+
+
+def _console_only(job_logging: DictConfig) -> DictConfig:
+    """Hydra's job logging without its file handler: a pack's members each write their own train.log."""
+    job_logging = copy.deepcopy(job_logging)
+    with read_write(job_logging), open_dict(job_logging):
+        job_logging.root.handlers = [h for h in job_logging.root.handlers if h != "file"]
+        job_logging.handlers.pop("file", None)
+    return job_logging
