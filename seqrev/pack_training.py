@@ -31,7 +31,16 @@ from torch import nn
 from seqrev import trackers
 from seqrev.errors import NonFiniteLossError, describe_error
 from seqrev.models.base import settings_class
-from seqrev.packed_layers import keep_members, member_state_dict, pack_models
+from seqrev.packed_layers import (
+    choose_layout,
+    join_like,
+    member_state_dict,
+    pack_models,
+    repack,
+    rows_in,
+    rows_out,
+    split_like,
+)
 from seqrev.publish import Example
 from seqrev.results import RunIdentity, RunResults, write_results
 from seqrev.rundir import PACK_STATE, last_checkpoint, load_checkpoint
@@ -109,6 +118,7 @@ class PackRun:
         self.members = members
         self.active: list[Member] = []
         self.started = 0.0
+        self.isolated = False  # stacked for good, once a member's numbers were not finite in the wide layout
 
     # -- setup ----------------------------------------------------------------------------------------
     def setup(self) -> None:
@@ -153,7 +163,8 @@ class PackRun:
         if not self.active:
             return
         models = [member.model for member in self.active]
-        self.packed = pack_models(models).to(self.device).train()
+        self.layout = choose_layout(len(models), int(first.model.units))
+        self.packed = pack_models(models, self.layout).to(self.device).train()
         self.optimizer, self.scheduler = self._optimizer(self.packed, self.active[0].model)
         if self.active[0].resume_from is not None:
             self._restore_optimizer()
@@ -188,7 +199,8 @@ class PackRun:
     def _restore_optimizer(self) -> None:
         """The members' optimiser states, stacked; the schedule's (the same for every member)."""
         states = [member.checkpoint["optimizer_states"][0] for member in self.active]
-        stacked = {index: {key: torch.stack([s["state"][index][key] for s in states])
+        params = self.optimizer.param_groups[0]["params"]
+        stacked = {index: {key: join_like(self.packed, params[index], [s["state"][index][key] for s in states])
                            if torch.is_tensor(value) and value.dim() > 0 else value
                            for key, value in entry.items()}
                    for index, entry in states[0]["state"].items()}
@@ -236,13 +248,20 @@ class PackRun:
         correct = []
         for start in range(0, N, self.batch_size):
             x, y = inputs[:, start:start + self.batch_size], targets[:, start:start + self.batch_size]
-            B = y.shape[1]
-            logits = self.packed(x.reshape(K * B, *x.shape[2:])).view(K, B, *y.shape[2:], -1)
-            losses = member_losses(logits, y, self.pad)
-            self.optimizer.zero_grad(set_to_none=True)
-            losses.sum().backward()  # each member's loss reaches only its own weights
+            while True:
+                logits = rows_out(self.packed(rows_in(x, self.layout)), K, self.layout)
+                losses = member_losses(logits, y, self.pad)
+                self.optimizer.zero_grad(set_to_none=True)
+                if self.layout == "wide" and not bool(torch.isfinite(losses).all()):
+                    self._isolate()
+                    continue
+                losses.sum().backward()  # each member's loss reaches only its own weights
+                if self.layout == "wide" and not self._gradients_finite():
+                    self._isolate()
+                    continue
+                break
             self.optimizer.step()
-            loss_sum += losses.detach() * B
+            loss_sum += losses.detach() * y.shape[1]
             correct.append(logits.detach().argmax(-1) == y)
         correct = torch.cat(correct, 1)
         for member in self.active:
@@ -255,7 +274,10 @@ class PackRun:
         K, N = targets.shape[:2]
         self.packed.eval()
         with torch.no_grad():
-            logits = self.packed(inputs.reshape(K * N, *inputs.shape[2:])).view(K, N, *targets.shape[2:], -1)
+            logits = rows_out(self.packed(rows_in(inputs, self.layout)), K, self.layout)
+            if self.layout == "wide" and not bool(torch.isfinite(logits).all()):
+                self._isolate()
+                logits = rows_out(self.packed(rows_in(inputs, self.layout)), K, self.layout)
         self.packed.train()
         val = epoch_scores(logits, targets, self.pad)
         correct, train_targets = self._train_correct, self._train_targets
@@ -354,9 +376,10 @@ class PackRun:
         import lightning
 
         optimizer = self.optimizer.state_dict()
-        K = len(self.active)
-        own = {index: {key: value[k].cpu() if torch.is_tensor(value) and value.dim() > 0 and value.shape[0] == K
-                       else value for key, value in entry.items()} for index, entry in optimizer["state"].items()}
+        params = self.optimizer.param_groups[0]["params"]
+        own = {index: {key: split_like(self.packed, params[index], value)[k].cpu()
+                       if torch.is_tensor(value) and value.shape == params[index].shape else value
+                       for key, value in entry.items()} for index, entry in optimizer["state"].items()}
         return {"epoch": member.epochs - 1, "global_step": member.global_step,
                 "pytorch-lightning_version": lightning.__version__,
                 "state_dict": {key: value.cpu() for key, value in member_state_dict(self.packed, k).items()},
@@ -380,20 +403,37 @@ class PackRun:
         keep = [k for k, member in enumerate(self.active) if member not in finished]
         self.active = [self.active[k] for k in keep]
         if self.active:
-            self._shrink(keep)
+            units = int(self.active[0].cfg.model.units)
+            self._repack(keep, "stacked" if self.isolated else choose_layout(len(keep), units))
 
-    def _shrink(self, keep: list[int]) -> None:
-        """The pack, its data and its optimiser's state without the members that left."""
-        K = len(self.optimizer.param_groups[0]["params"][0])
+    def _gradients_finite(self) -> bool:
+        """Whether every gradient is finite (one host sync): in the wide layout a member's infinite or NaN
+        gradient would spread to the others through the zeros between their blocks (0 * inf is NaN)."""
+        grads = [p.grad.sum() for p in self.packed.parameters() if p.grad is not None]
+        return bool(torch.isfinite(torch.stack(grads).sum()))
+
+    def _isolate(self) -> None:
+        """A member's numbers stopped being finite: from here on the pack is stacked, where each member's
+        numbers stay its own (the member then fails at the end of the epoch, as its own job would)."""
+        log.info(f"pack of {len(self.members)} ({self.active[0].about['model']}): a member's numbers are not "
+                 "finite; the pack goes on in the stacked layout, which keeps them from the other members")
+        self.isolated = True
+        self._repack(list(range(len(self.active))), "stacked")
+
+    def _repack(self, keep: list[int], layout: str) -> None:
+        """The pack, its data and its optimiser's state with only the members `keep`, in `layout`."""
         index = torch.tensor(keep, device=self.device)
-        replaced = keep_members(self.packed, keep)
         old_optimizer, old_scheduler = self.optimizer, self.scheduler
+        states = {old: {key: split_like(self.packed, old, value) if torch.is_tensor(value) and value.shape == old.shape
+                        else value for key, value in state.items()} for old, state in old_optimizer.state.items()}
+        replaced = repack(self.packed, keep, layout)
+        self.layout = layout
         self.optimizer, self.scheduler = self._optimizer(self.packed, self.active[0].model)
         for old, new in replaced.items():
-            if old in old_optimizer.state:
-                self.optimizer.state[new] = {
-                    key: value.index_select(0, index) if torch.is_tensor(value) and value.dim() > 0
-                    and value.shape[0] == K else value for key, value in old_optimizer.state[old].items()}
+            if old in states:
+                self.optimizer.state[new] = {key: join_like(self.packed, new, [value[k] for k in keep])
+                                             if isinstance(value, list) else value
+                                             for key, value in states[old].items()}
         if old_scheduler is not None:
             self.scheduler.load_state_dict(old_scheduler.state_dict())
         for new_group, old_group in zip(self.optimizer.param_groups, old_optimizer.param_groups):

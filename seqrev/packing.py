@@ -85,19 +85,11 @@ def _callback_refusal(name: str, settings: DictConfig | None) -> str | None:
     return None
 
 
-SEEDS = ("seed", "data.seed")
-"""What members of one pack may differ in."""
-
-
 def pack_key(cfg: DictConfig, model_name: str | None) -> str:
     """Equal for two jobs exactly when they differ in nothing but their seeds (and where files go)."""
-    settings = OmegaConf.to_container(cfg, resolve=True)
-    for key in (*SEEDS, "paths", "run_name", "resume"):
-        section, _, name = key.partition(".")
-        if name:
-            settings.get(section, {}).pop(name, None)
-        else:
-            settings.pop(section, None)
+    settings = {key: OmegaConf.to_container(cfg[key], resolve=True) if OmegaConf.is_config(cfg[key]) else cfg[key]
+                for key in cfg.keys() if key not in ("seed", "paths", "run_name", "resume")}
+    settings.get("data", {}).pop("seed", None)
     for section in ("callbacks", "logger"):
         for entry in (settings.get(section) or {}).values():
             for path_key in ("dirpath", "save_dir", "name", "version", "tracking_uri", "run_name"):

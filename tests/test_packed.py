@@ -1,0 +1,289 @@
+"""hydra/launcher=packed: seeds of one cell trained as one model, each member the job it would be alone."""
+
+import json
+import logging
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from seqrev.models import WIRINGS
+from seqrev.pack_training import Member, PackRun, train_pack
+from seqrev.packed_layers import member_state_dict, pack_models, repack, rows_in, rows_out, split_like
+from seqrev.packing import pack_key, refusal
+from seqrev.run import describe
+
+from conftest import MODELS, SCORES, SMALL, TINY, compose_config
+
+PACKED = ("-m", "hydra/launcher=packed", "hydra.launcher.n_jobs=1")
+"""A packed sweep in this process: the packs run one after another, here."""
+
+
+def job_results(sweep: Path) -> dict[str, dict]:
+    """results.json of every job folder, by the folder's name without its job number."""
+    return {p.parent.name.split("_", 1)[1]: json.loads(p.read_text()) for p in sweep.glob("*/results.json")}
+
+
+def weights(job_dir: Path, name: str = "last") -> dict[str, torch.Tensor]:
+    return torch.load(job_dir / "checkpoints" / f"{name}.ckpt", weights_only=True)["state_dict"]
+
+
+def farthest(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> float:
+    assert a.keys() == b.keys()
+    return max((a[key] - b[key]).abs().max().item() for key in a)
+
+
+@pytest.mark.parametrize("layout", ["stacked", "wide"])
+@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
+@pytest.mark.parametrize("wiring", MODELS)
+def test_a_packed_model_computes_each_members_outputs_and_gradients(wiring, cell, layout):
+    models = []
+    for seed in range(3):
+        torch.manual_seed(seed)
+        models.append(WIRINGS[wiring](n_features=10, timesteps=5, units=8, cell=cell, init="torch"))
+    packed = pack_models(models, layout)
+    inputs = torch.nn.functional.one_hot(torch.randint(0, 10, (3, 6, 5)), 10).float()
+    outputs = rows_out(packed(rows_in(inputs, layout)), 3, layout)
+    alone = torch.stack([model(inputs[k]) for k, model in enumerate(models)])
+    assert (outputs - alone).abs().max() < 1e-6
+    outputs.square().sum().backward()
+    alone.square().sum().backward()
+    parameters = dict(packed.named_parameters())
+    for k, model in enumerate(models):
+        for name, parameter in model.named_parameters():
+            grad = parameters[name].grad
+            if parameter.requires_grad:
+                assert torch.allclose(split_like(packed, parameters[name], grad)[k], parameter.grad, atol=1e-5,
+                                      rtol=1e-4), (name, k)
+            else:  # the frozen second bias of an LSTM or RNN layer stays frozen, at zero
+                assert grad is None and not member_state_dict(packed, k)[name].any()
+        assert farthest(member_state_dict(packed, k), model.state_dict()) == 0
+    if layout == "wide":  # what lies off the members' blocks gets no gradient, so it stays zero
+        weight = packed.layer1.weight_hh_l0
+        blocks = packed.layer1.join("weight_hh_l0", [torch.ones_like(w) for w in packed.layer1.split("weight_hh_l0",
+                                                                                                         weight)])
+        off_blocks = weight.grad * (blocks == 0)
+        assert weight.grad.abs().sum() > 0 and not off_blocks.any()
+
+
+@pytest.mark.parametrize(("before", "after"), [("stacked", "stacked"), ("wide", "wide"), ("wide", "stacked"),
+                                               ("stacked", "wide")])
+def test_a_pack_repacks_to_the_members_that_stay_with_their_weights(before, after):
+    models = [WIRINGS["both_outputs"](n_features=10, timesteps=4, units=8) for _ in range(4)]
+    packed = pack_models(models, before)
+    repack(packed, [3, 1], after)
+    for k, kept in enumerate([3, 1]):
+        assert farthest(member_state_dict(packed, k), models[kept].state_dict()) == 0
+    inputs = torch.rand(2, 5, 4, 10)
+    outputs = rows_out(packed(rows_in(inputs, after)), 2, after)
+    assert torch.allclose(outputs[0], models[3](inputs[0]), atol=1e-6)
+    assert torch.allclose(outputs[1], models[1](inputs[1]), atol=1e-6)
+
+
+def members(tmp_path: Path, seeds, *overrides: str, model: str = "both_outputs") -> list[Member]:
+    """Pack members as the launcher makes them, from seqrev's composed config, each in its own folder."""
+    found = []
+    for seed in seeds:
+        cfg = compose_config(f"model={model}", f"seed={seed}", *overrides, output_dir=tmp_path / f"seed{seed}")
+        (tmp_path / f"seed{seed}").mkdir()
+        found.append(Member(cfg, model, describe(cfg, model)))
+    return found
+
+
+def ordinary(tmp_path: Path, seed: int, *overrides: str, model: str = "both_outputs") -> Path:
+    """The same job run alone, by seqrev.run.train, in its own folder."""
+    from seqrev.run import train
+
+    cfg = compose_config(f"model={model}", f"seed={seed}", *overrides, output_dir=tmp_path / f"alone-{seed}")
+    return Path(train(cfg, model)["run_dir"])
+
+
+def test_members_start_from_their_own_seeds_weights_and_after_an_epoch_agree_with_their_jobs(tmp_path):
+    from hydra.utils import instantiate
+    from lightning.pytorch import seed_everything
+
+    one_epoch = (*TINY, "trainer.max_epochs=1")
+    pack = members(tmp_path, [3, 4, 5], *one_epoch)
+    run = PackRun(pack)
+    run.setup()
+    for k, member in enumerate(pack):
+        seed_everything(member.cfg.seed, verbose=False)
+        instantiate(member.cfg.data)
+        own = instantiate(member.cfg.model)
+        assert farthest(member_state_dict(run.packed, k), own.state_dict()) == 0  # identical, bit for bit
+    run.train()
+    run.cleanup()
+    for member in pack:
+        alone = ordinary(tmp_path, member.cfg.seed, *one_epoch)
+        assert farthest(weights(member.run_dir), weights(alone)) < 1e-5  # the same batches, in the same order
+        assert member.results["val_loss"] == pytest.approx(json.loads((alone / "results.json").read_text())["val_loss"],
+                                                           abs=1e-5)
+
+
+def test_each_member_stops_early_on_its_own_as_its_job_does(tmp_path, seqrev_train):
+    """Patience 1 on tiny data: seeds stop at different epochs, each where its own job stops."""
+    settings = (*TINY, "callbacks.early_stopping.patience=1", "trainer.max_epochs=25", "model.optimizer.lr=0.02")
+    sweep = tmp_path / "packed"
+    done = seqrev_train(*PACKED, "seed=0,1,2,3", *settings, f"hydra.sweep.dir={sweep}")
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "jobs as 1 packs (4 jobs each)" in done.stdout
+    packed = job_results(sweep)
+    alone = seqrev_train("-m", "seed=0,1,2,3", *settings, f"hydra.sweep.dir={tmp_path / 'alone'}")
+    assert alone.returncode == 0
+    for name, results in job_results(tmp_path / "alone").items():
+        member = packed[name]
+        assert member["status"] == "ok" and member["epochs_run"] == results["epochs_run"], name
+        assert member["stopped_early"] == results["stopped_early"]
+        for key in SCORES:
+            assert member[key] == pytest.approx(results[key], abs=2e-3), (name, key)
+    assert len({r["epochs_run"] for r in packed.values()}) > 1  # the members really did stop apart
+    assert any(r["stopped_early"] for r in packed.values())
+
+
+@pytest.mark.parametrize(("units", "layout"), [(16, "wide"), (64, "stacked")])
+def test_a_member_that_diverges_fails_alone_and_the_others_finish(tmp_path, units, layout, caplog):
+    caplog.set_level(logging.INFO, logger="seqrev")
+    pack = members(tmp_path, [0, 1, 2], *SMALL, "trainer.max_epochs=3", f"model.units={units}")
+    run = PackRun(pack)
+    run.setup()
+    assert run.layout == layout
+    dense = run.packed.output_layer
+    with torch.no_grad():  # member 1's loss is not finite from its first batch
+        weights_of = dense.split("weight", dense.weight.detach().clone())
+        weights_of[1] = weights_of[1] + math.inf
+        dense.weight.copy_(dense.join("weight", weights_of))
+    run.train()
+    run.cleanup()
+    statuses = {m.cfg.seed: json.loads((m.run_dir / "results.json").read_text()) for m in pack}
+    assert statuses[1]["status"] == "failed" and "training diverged at epoch 0" in statuses[1]["error"]
+    for seed in (0, 2):
+        assert statuses[seed]["status"] == "ok" and statuses[seed]["epochs_run"] == 3
+        assert all(torch.isfinite(t).all() for t in weights(pack[seed].run_dir).values())
+    assert ("goes on in the stacked layout" in caplog.text) == (layout == "wide")
+    alone = ordinary(tmp_path, 2, *SMALL, "trainer.max_epochs=3", f"model.units={units}")  # as if 1 never was
+    assert farthest(weights(pack[2].run_dir), weights(alone)) < 1e-5
+
+
+def test_a_killed_pack_resumes_from_its_members_checkpoints_to_the_uninterrupted_numbers(tmp_path, seqrev_train,
+                                                                                          monkeypatch):
+    settings = (*SMALL, "trainer.max_epochs=4", "seed=0,1", "model.cell=gru")
+    whole = seqrev_train(*PACKED, *settings, f"hydra.sweep.dir={tmp_path / 'whole'}")
+    assert whole.returncode == 0, whole.stderr[-3000:]
+    end_epoch = PackRun._end_epoch
+
+    def killed_after_epoch_two(self, epoch, learning_rate):
+        finished = end_epoch(self, epoch, learning_rate)
+        if epoch == 1:
+            raise KeyboardInterrupt  # after epoch 2's checkpoints, as a kill would find them
+        return finished
+
+    monkeypatch.setattr(PackRun, "_end_epoch", killed_after_epoch_two)
+    with pytest.raises(KeyboardInterrupt):
+        seqrev_train(*PACKED, *settings, f"hydra.sweep.dir={tmp_path / 'killed'}")
+    interrupted = job_results(tmp_path / "killed")
+    assert {r["status"] for r in interrupted.values()} == {"interrupted"}
+    monkeypatch.setattr(PackRun, "_end_epoch", end_epoch)
+    again = seqrev_train(*PACKED, *settings, f"hydra.sweep.dir={tmp_path / 'killed'}")
+    assert again.returncode == 0, again.stderr[-3000:]
+    resumed, uninterrupted = job_results(tmp_path / "killed"), job_results(tmp_path / "whole")
+    assert resumed.keys() == uninterrupted.keys() and len(resumed) == 2
+    for name, results in uninterrupted.items():
+        assert resumed[name]["resumed"] is True and resumed[name]["epochs_run"] == 4
+        for key in SCORES:
+            assert resumed[name][key] == pytest.approx(results[key], abs=1e-6), (name, key)
+        assert "resuming from epoch 2" in (tmp_path / "killed" / f"{'0' if name.endswith('seed=0') else '1'}_{name}"
+                                           / "train.log").read_text()
+
+
+def test_a_packed_jobs_folder_serves_report_load_tensorboard_and_continuation(tmp_path, seqrev_train):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    import seqrev
+    from seqrev.report import gather
+
+    sweep = tmp_path / "sweep"
+    args = (*PACKED, "model=return_state", "seed=0,1", *SMALL, "trainer.max_epochs=3", f"hydra.sweep.dir={sweep}")
+    done = seqrev_train(*args)
+    assert done.returncode == 0, done.stderr[-3000:]
+    job = next(sweep.glob("0_*"))
+    assert {p.name for p in (job / ".hydra").iterdir()} == {"config.yaml", "hydra.yaml", "overrides.yaml"}
+    results = json.loads((job / "results.json").read_text())
+    assert results["status"] == "ok" and results["model"] == "return_state" and results["seed"] == 0
+    model = seqrev.load(job)
+    assert type(model).name == "return_state" and model.trainable_params == results["trainable_params"]
+    events = EventAccumulator(str(job))
+    events.Reload()
+    assert [e.step for e in events.Scalars("val/loss")] == [0, 1, 2]
+    assert events.Scalars("val/loss")[-1].value == pytest.approx(results["val_loss"], abs=1e-6)
+    assert events.Scalars("test/acc")[-1].value == pytest.approx(results["test_acc"], abs=1e-6)
+    runs, _ = gather([sweep])
+    assert len(runs) == 2
+    again = seqrev_train(*args)
+    assert again.returncode == 0 and again.stdout.count("skipped (finished)") == 2
+
+
+def test_jobs_that_cannot_be_packed_run_as_ordinary_jobs_and_the_console_says_why(tmp_path, seqrev_train):
+    sweep = tmp_path / "sweep"
+    done = seqrev_train(*PACKED, "model=both_outputs,encoder_decoder", "seed=0,1", *SMALL, "trainer.max_epochs=1",
+                        f"hydra.sweep.dir={sweep}")
+    assert done.returncode == 0, done.stderr[-3000:]
+    said = [line for line in done.stdout.splitlines() if "runs as an ordinary job" in line]
+    assert len(said) == 2 and all("model=encoder_decoder is not one of the tutorial's five wirings" in s for s in said)
+    assert {r["status"] for r in job_results(sweep).values()} == {"ok"}
+    logs = {p.parent.name: p.read_text() for p in sweep.glob("*/train.log")}
+    assert sum("trained in a pack of 2" in text for text in logs.values()) == 2
+
+
+@pytest.mark.parametrize(("override", "reason"), [
+    ("model=attention", "not one of the tutorial's five wirings"),
+    ("scheduler=plateau", "ReduceLROnPlateau"),
+    ("trainer.max_steps=10", "trainer.max_steps=10"),
+    ("trainer.gradient_clip_val=1.0", "trainer.gradient_clip_val"),
+    ("trainer.precision=bf16-mixed", "trainer.precision"),
+    ("+callbacks.lr._target_=lightning.pytorch.callbacks.LearningRateMonitor", "callbacks.lr"),
+    ("callbacks.model_checkpoint.save_top_k=3", "save_top_k=3"),
+    ("model.optimizer._target_=torch.optim.LBFGS", "torch.optim.LBFGS"),
+])
+def test_what_packs_cannot_reproduce_exactly_is_refused_in_a_few_words(override, reason):
+    cfg = compose_config(override, output_dir=Path("/tmp/unused"))
+    name = override.partition("=")[2] if override.startswith("model=") else "both_outputs"
+    assert reason in refusal(cfg, name)
+
+
+@pytest.mark.parametrize("override", ["optimizer=sgd", "scheduler=cosine", "model.cell=gru", "data.task=sort",
+                                      "data.min_timesteps=2", "~callbacks.early_stopping", "logger=csv"])
+def test_what_packs_reproduce_is_packed(override):
+    assert refusal(compose_config(override, output_dir=Path("/tmp/unused")), "both_outputs") is None
+
+
+def test_jobs_share_a_pack_exactly_when_they_differ_only_in_their_seeds():
+    key = lambda *o: pack_key(compose_config(*o, output_dir=Path(f"/tmp/{hash(o)}")), "both_outputs")  # noqa: E731
+    assert key("seed=0") == key("seed=7") == key("seed=3", "data.seed=9")
+    assert key("seed=0") != key("seed=0", "model.units=32")
+    assert key("seed=0") != key("seed=0", "data.n_train=500")
+    assert key("seed=0") != key("seed=0", "model.optimizer.lr=0.01")
+
+
+def test_a_pack_trains_padded_tasks_as_their_jobs_do(tmp_path):
+    settings = (*SMALL, "trainer.max_epochs=2", "data.task=select_even", "data.timesteps=6", "data.min_timesteps=3")
+    pack = members(tmp_path, [0, 1], *settings)
+    train_pack(pack)
+    for member in pack:
+        alone = ordinary(tmp_path, member.cfg.seed, *settings)
+        expected = json.loads((alone / "results.json").read_text())
+        for key in SCORES:
+            assert member.results[key] == pytest.approx(expected[key], abs=1e-5), key
+        assert farthest(weights(member.run_dir), weights(alone)) < 1e-5
+
+
+def test_resume_of_a_packed_member_on_the_command_line_is_refused_in_one_sentence(tmp_path, seqrev_train):
+    pack = members(tmp_path, [0, 1], *SMALL, "trainer.max_epochs=2")
+    train_pack(pack)
+    job = pack[0].run_dir
+    (job / "results.json").unlink()  # as if it had been killed
+    (job / ".hydra").mkdir()
+    (job / ".hydra" / "overrides.yaml").write_text("- seed=0\n")
+    done = seqrev_train(f"resume={job}")
+    assert done.returncode == 2
+    assert "was written by a pack (hydra/launcher=packed)" in done.stderr and len(done.stderr.splitlines()) == 1
