@@ -10,6 +10,7 @@ checkpoints); (d) a plain loop over the same model class, batches, optimiser and
 epoch, the floor every ratio is taken against.
 End to end (whole processes, interleaved): `python -m seqrev.train` for a fixed number of epochs
 against a plain PyTorch script doing the same work, with start-up time and peak memory.
+With `--packed`, packs of seeds (hydra/launcher=packed) instead (seqrev.bench_packed).
 Machines are noisy: compare the ratios, which are measured in the same run, not absolute times.
 """
 
@@ -289,11 +290,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--clip", type=float, help="gradient clipping (norm) in both loops, per-step part")
     parser.add_argument("--scheduler", choices=["none", "plateau", "cosine"], default="none",
                         help="seqrev's learning-rate schedule, per-step part (the plain loop has none)")
+    parser.add_argument("--packed", action="store_true", help="packs of seeds against ordinary jobs instead "
+                        "(both_outputs, or the one wiring given with --wirings; each of --timesteps)")
+    parser.add_argument("--pack-sizes", nargs="+", type=int, default=[1, 3, 10, 30], help="members per pack (--packed)")
+    parser.add_argument("--sweeps", action="store_true",
+                        help="with --packed: also whole sweeps, packed against joblib (several minutes each)")
     args = parser.parse_args(argv)
     import logging
     logging.getLogger("lightning").setLevel(logging.WARNING)  # keep the table readable
     if args.quick:
         args.epochs, args.repeats, args.e2e_epochs = 1, 1, 1
+    if args.packed:
+        return packed_main(args)
 
     # Whole processes first, while this process is still small: a child's peak memory counts the
     # pages it shares with its parent between fork and exec.
@@ -316,6 +324,39 @@ def main(argv: list[str] | None = None) -> int:
             f"{row[f'{path}_ms_per_step']:.3f} ({row[f'{path}_ratio']:.2f}x)" for path in PATHS) + " |")
     if args.json:
         args.json.write_text(json.dumps({"per_step": steps, "end_to_end": whole}, indent=2))
+    return 0
+
+
+def packed_main(args: argparse.Namespace) -> int:
+    import logging
+
+    from seqrev.bench_packed import per_model_step, whole_sweeps
+
+    logging.getLogger("seqrev").setLevel(logging.WARNING)  # the packs' own progress lines
+    wiring = args.wirings[0] if args.wirings != list(TUTORIAL_WIRINGS) else "both_outputs"
+    rows = []
+    for t in args.timesteps:
+        print(f"per model-step, {wiring} T={t}, interleaved, median of {args.repeats} ({args.epochs} epochs each):",
+              flush=True)
+        rows += per_model_step(wiring, t, args.pack_sizes, args.epochs, args.repeats)
+    sweeps = []
+    if args.sweeps:
+        print("whole sweeps, back to back (python -m seqrev.train -m ...):", flush=True)
+        sweeps = whole_sweeps(args.quick)
+    print("\n| wiring | T | what | layout | ms per model-step | speed against one job | against the plain loop |")
+    print("|---|---|---|---|---|---|---|")
+    for row in rows:
+        print(f"| {row['wiring']} | {row['timesteps']} | {row['path']} | {row['layout']} | "
+              f"{row['ms_per_model_step']:.3f} | {row['speed_vs_job']:.2f}x | {row['speed_vs_plain']:.2f}x |")
+    if sweeps:
+        print("\n| sweep | packed | joblib | faster | peak memory packed | peak memory joblib |")
+        print("|---|---|---|---|---|---|")
+        for row in sweeps:
+            print(f"| {row['sweep']} | {row['packed_wall_s']:.0f} s | {row['joblib_wall_s']:.0f} s | "
+                  f"{row['speed_up']:.2f}x | {row['packed_peak_memory_mb']:.0f} MB | "
+                  f"{row['joblib_peak_memory_mb']:.0f} MB |")
+    if args.json:
+        args.json.write_text(json.dumps({"packed_per_model_step": rows, "sweeps": sweeps}, indent=2))
     return 0
 
 
