@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from seqrev import trackers
@@ -36,6 +36,7 @@ from seqrev.packed_layers import (
     join_like,
     member_state_dict,
     pack_models,
+    packed_layers,
     repack,
     rows_in,
     rows_out,
@@ -69,6 +70,7 @@ class Member:
     scores: dict[str, dict[str, torch.Tensor]] = field(default_factory=dict)  # the epoch's, per split
     results: RunResults | None = None
     checkpoint: dict[str, Any] | None = None  # the one resumed from, until the pack's optimiser has its state
+    callbacks: dict[str, dict[str, Any]] = field(default_factory=dict)  # its callbacks' settings, resolved once
 
     @property
     def run_dir(self) -> Path:
@@ -119,6 +121,7 @@ class PackRun:
         self.active: list[Member] = []
         self.started = 0.0
         self.isolated = False  # stacked for good, once a member's numbers were not finite in the wide layout
+        self.writer = CheckpointWriter()
 
     # -- setup ----------------------------------------------------------------------------------------
     def setup(self) -> None:
@@ -139,6 +142,8 @@ class PackRun:
             try:
                 validate(member.cfg)
                 seed_everything(member.cfg.seed, workers=False, verbose=False)
+                callbacks = member.cfg.get("callbacks")
+                member.callbacks = OmegaConf.to_container(callbacks, resolve=True) if callbacks else {}
                 member.data = instantiate(member.cfg.data)
                 member.data.prepare()
                 member.model = instantiate(member.cfg.model)
@@ -152,12 +157,12 @@ class PackRun:
                 self._fail(member, error)
                 continue
             self.active.append(member)
-            about, stopper = member.about, (member.cfg.get("callbacks") or {}).get("early_stopping")
+            about, stopper = member.about, member.callbacks.get("early_stopping")
             member.say(f"{about['model']}: {member.model.trainable_params:,} trainable parameters, "
                        f"T={about['timesteps']}, {about['n_features']} features, {about['units']} units, "
                        f"seed {about['seed']}, trained in a pack of {len(self.members)} (hydra/launcher=packed)")
             member.say(f"training for up to {member.cfg.trainer.max_epochs} epochs"
-                       + (f" with EarlyStopping(monitor={stopper.monitor}, patience={stopper.patience})"
+                       + (f" with EarlyStopping(monitor={stopper['monitor']}, patience={stopper['patience']})"
                           if stopper is not None else "")
                        + (f", resuming from {member.resume_from}" if member.resume_from else "") + " ...")
         if not self.active:
@@ -214,8 +219,8 @@ class PackRun:
     def train(self) -> None:
         """Epochs until every member has stopped (early stopping, max_epochs, divergence)."""
         self.started = time.perf_counter()
-        max_epochs = int(self.members[0].cfg.trainer.max_epochs)
-        every = self._log_every()
+        self.max_epochs = max_epochs = int(self.members[0].cfg.trainer.max_epochs)
+        self.every = every = self._log_every()
         while self.active:
             epoch = self.active[0].epochs
             if epoch >= max_epochs:
@@ -233,8 +238,8 @@ class PackRun:
             self._leave(finished)
 
     def _log_every(self) -> int:
-        settings = (self.members[0].cfg.get("callbacks") or {}).get("epoch_log")
-        return int(settings.every_n_epochs) if settings is not None else 0
+        settings = self.active[0].callbacks.get("epoch_log") if self.active else None
+        return int(settings.get("every_n_epochs", 10)) if settings is not None else 0
 
     def _train_epoch(self) -> None:
         """One epoch: every member's batches in its own shuffled order, one optimiser step per batch."""
@@ -299,7 +304,13 @@ class PackRun:
         if self.scheduler is not None:
             self.scheduler.step()
         finished = []
+        for member, error in self.writer.flush():  # last epoch's checkpoints: a member whose could not be written
+            if member in self.active and member.results is None:  # fails, as its own job would
+                self._fail(member, error)
+                finished.append(member)
         for k, member in enumerate(self.active):
+            if member in finished:
+                continue
             member.epochs = epoch + 1
             train = member.scores["train"]
             metrics = {f"{split}/{key}": float(member.scores[split][key]) for split in ("val", "train")
@@ -313,9 +324,8 @@ class PackRun:
                     "try a smaller learning rate (model.optimizer.lr)"))
                 finished.append(member)
                 continue
-            every = self._log_every()
-            if every and member.epochs % every == 0:
-                member.say(f"epoch {member.epochs}/{member.cfg.trainer.max_epochs}: " + ", ".join(
+            if self.every and member.epochs % self.every == 0:
+                member.say(f"epoch {member.epochs}/{self.max_epochs}: " + ", ".join(
                     f"{key} {metrics[key]:.4f}" for key in ("train/loss", "train/acc", "val/loss", "val/acc")))
             stop = self._early_stopping(member, metrics)
             self._checkpoint(member, k, metrics)
@@ -326,16 +336,16 @@ class PackRun:
 
     def _early_stopping(self, member: Member, metrics: dict[str, float]) -> bool:
         """Lightning's EarlyStopping criteria (seqrev.packing says which settings packs honour)."""
-        settings = (member.cfg.get("callbacks") or {}).get("early_stopping")
+        settings = member.callbacks.get("early_stopping")
         if settings is None:
             return False
-        current = torch.tensor(metrics[settings.monitor])  # float32, as Lightning compares it
+        current = torch.tensor(metrics[settings["monitor"]])  # float32, as Lightning compares it
         mode = settings.get("mode", "min")
         better = torch.lt if mode == "min" else torch.gt
-        min_delta = abs(settings.get("min_delta", 0.0)) * (-1 if mode == "min" else 1)
+        min_delta = abs(settings.get("min_delta") or 0.0) * (-1 if mode == "min" else 1)
         best = torch.tensor(member.best if member.best is not None else (math.inf if mode == "min" else -math.inf))
         threshold, divergence = settings.get("stopping_threshold"), settings.get("divergence_threshold")
-        if settings.get("check_finite", True) and not torch.isfinite(current):
+        if settings.get("check_finite") is not False and not torch.isfinite(current):
             return True
         if threshold is not None and better(current, threshold):
             return True
@@ -345,56 +355,72 @@ class PackRun:
             member.best, member.wait = float(current), 0
             return False
         member.wait += 1
-        return member.wait >= settings.patience
+        return member.wait >= settings.get("patience", 3)
 
     def _checkpoint(self, member: Member, k: int, metrics: dict[str, float]) -> None:
         """best.ckpt when the monitored value improved (as ModelCheckpoint's save_top_k=1), then last.ckpt."""
-        from seqrev.checkpointing import AtomicCheckpointIO
-
-        callbacks = member.cfg.get("callbacks") or {}
-        best, last = callbacks.get("model_checkpoint"), callbacks.get("last_checkpoint")
+        best, last = member.callbacks.get("model_checkpoint"), member.callbacks.get("last_checkpoint")
         improved = False
         if best is not None:
-            value = torch.tensor(metrics[best.monitor])
-            value = value if torch.isfinite(value) else torch.tensor(math.inf if best.mode == "min" else -math.inf)
-            better = torch.lt if best.get("mode", "min") == "min" else torch.gt
+            mode = best.get("mode", "min")
+            value = torch.tensor(metrics[best["monitor"]])
+            value = value if torch.isfinite(value) else torch.tensor(math.inf if mode == "min" else -math.inf)
+            better = torch.lt if mode == "min" else torch.gt
             improved = member.best_checkpoint is None or bool(better(value, torch.tensor(member.best_checkpoint)))
             if improved:
                 member.best_checkpoint = float(value)
         if not improved and last is None:
             return
-        checkpoint = self._member_checkpoint(member, k)
-        io = AtomicCheckpointIO()
-        if improved:
-            io.save_checkpoint(checkpoint, Path(best.dirpath) / "best.ckpt")
-        if last is not None:
-            io.save_checkpoint(checkpoint, Path(last.dirpath) / "last.ckpt")
+        paths = ([Path(best["dirpath"]) / "best.ckpt"] if improved else []) + (
+            [Path(last["dirpath"]) / "last.ckpt"] if last is not None else [])
+        self.writer.write(member, self._member_checkpoint(member, k), paths)
 
     def _member_checkpoint(self, member: Member, k: int) -> dict[str, Any]:
         """What a member's own Lightning checkpoint would hold that seqrev reads (seqrev.load, predict,
         the report), its optimiser state unstacked, and its pack state (early stopping, best score)."""
         import lightning
 
-        optimizer = self.optimizer.state_dict()
-        params = self.optimizer.param_groups[0]["params"]
-        own = {index: {key: split_like(self.packed, params[index], value)[k].cpu()
-                       if torch.is_tensor(value) and value.shape == params[index].shape else value
-                       for key, value in entry.items()} for index, entry in optimizer["state"].items()}
+        weights, optimizer_state = self._unstacked()
         return {"epoch": member.epochs - 1, "global_step": member.global_step,
                 "pytorch-lightning_version": lightning.__version__,
-                "state_dict": {key: value.cpu() for key, value in member_state_dict(self.packed, k).items()},
-                "optimizer_states": [{"state": own, "param_groups": optimizer["param_groups"]}],
+                "state_dict": weights[k], "optimizer_states": [optimizer_state[k]],
                 "lr_schedulers": [self.scheduler.state_dict()] if self.scheduler is not None else [],
                 "hparams_name": "kwargs", "hyper_parameters": dict(member.model.hparams),
                 "ReversedSequenceData": member.data.state_dict(), "seqrev_wiring": member.model.name,
                 PACK_STATE: {"wait": member.wait, "best": member.best, "best_checkpoint": member.best_checkpoint,
                              "pack_size": len(self.members)}}
 
+    def _unstacked(self) -> tuple[list[dict[str, torch.Tensor]], list[dict[str, Any]]]:
+        """Every member's weights and optimiser state, split once per optimiser step (on the CPU)."""
+        step = self.active[0].global_step
+        if getattr(self, "_unstacked_at", None) != (step, len(self.active)):
+            K = len(self.active)
+            weights: list[dict[str, torch.Tensor]] = [{} for _ in range(K)]
+            for prefix, layer in packed_layers(self.packed).items():
+                for name, tensor in layer.named_parameters(recurse=False):
+                    for k, part in enumerate(layer.split(name, tensor.detach().cpu())):
+                        weights[k][f"{prefix}.{name}"] = part.clone()
+            optimizer = self.optimizer.state_dict()
+            params = self.optimizer.param_groups[0]["params"]
+            states: list[dict[int, dict[str, Any]]] = [{} for _ in range(K)]
+            for index, entry in optimizer["state"].items():
+                shape = params[index].shape
+                parts = {key: split_like(self.packed, params[index], value.cpu())
+                         for key, value in entry.items() if torch.is_tensor(value) and value.shape == shape}
+                for k in range(K):
+                    states[k][index] = {key: parts[key][k].clone() if key in parts else value
+                                        for key, value in entry.items()}
+            self._unstacked_value = (weights, [{"state": state, "param_groups": optimizer["param_groups"]}
+                                               for state in states])
+            self._unstacked_at = (step, K)
+        return self._unstacked_value
+
     # -- members leaving ------------------------------------------------------------------------------
     def _leave(self, finished: list[Member]) -> None:
         """Score and publish the members that finished; the pack goes on without them."""
         if not finished:
             return
+        self.writer.flush()  # a member's checkpoints are on disk before its results.json says it finished
         for member in finished:
             if member.results is None:  # failed members have theirs already
                 k = self.active.index(member)
@@ -455,7 +481,7 @@ class PackRun:
         test_metrics.update({f"test/acc_position_{i}": v for i, v in enumerate(test["acc_per_position"])})
         for logger in member.loggers.values():
             logger.log_metrics({**test_metrics, "epoch": step}, step=step)
-        settings = (member.cfg.get("callbacks") or {}).get("early_stopping")
+        settings = member.callbacks.get("early_stopping")
         results = RunResults(
             **member.about, status="ok", trainable_params=model.trainable_params, epochs_run=member.epochs,
             stopped_early=settings is not None and member.stopped_epoch > 0,
@@ -487,7 +513,13 @@ class PackRun:
 
     # -- cleanup --------------------------------------------------------------------------------------
     def cleanup(self, error: BaseException | None = None) -> None:
-        """Members still training when the pack stopped are failed (or interrupted); trackers are closed."""
+        """Members still training when the pack stopped are failed (or interrupted, their checkpoints
+        written first); trackers are closed."""
+        from lightning.pytorch.loggers import MLFlowLogger
+
+        for member, failure in self.writer.close():
+            if member.results is None:
+                self._fail(member, failure)
         for member in self.active:
             if member.results is not None:
                 continue
@@ -495,10 +527,9 @@ class PackRun:
                 write_results(member.run_dir, {**member.about, "status": "interrupted", "epochs_run": member.epochs,
                                                "error": "interrupted by the user (SIGINT)",
                                                "run_dir": str(member.run_dir)})
+                member.results = {"status": "interrupted"}  # type: ignore[typeddict-item]
             elif error is not None:
                 self._fail(member, error)
-        from lightning.pytorch.loggers import MLFlowLogger
-
         for member in self.members:
             failed = (member.results or {}).get("status") != "ok"
             for logger in member.loggers.values():
@@ -507,6 +538,54 @@ class PackRun:
             trackers.close(list(member.loggers.values()), failed=failed)
             if member.log_file is not None:
                 member.log_file.close()
+
+
+class CheckpointWriter:
+    """Members' checkpoints written by a thread of the pack's own, in order, each atomically (seqrev.atomic):
+    the disk's wait (fsync) overlaps the next epoch's training. The checkpoint is serialised by the
+    caller, so what is written is the state when it was asked for. `flush` waits for every write asked
+    so far and hands back those that failed, with their members."""
+
+    def __init__(self) -> None:
+        import queue
+        import threading
+
+        self.queue: queue.Queue = queue.Queue()
+        self.failed: list[tuple[Member, Exception]] = []
+        self.thread = threading.Thread(target=self._run, name="seqrev-checkpoints", daemon=True)
+        self.thread.start()
+
+    def write(self, member: Member, checkpoint: dict[str, Any], paths: list[Path]) -> None:
+        import io
+
+        buffer = io.BytesIO()
+        torch.save(checkpoint, buffer)
+        self.queue.put((member, buffer.getvalue(), paths))
+
+    def _run(self) -> None:
+        from seqrev.atomic import atomic_write
+
+        while (item := self.queue.get()) is not None:
+            member, data, paths = item
+            try:
+                for path in paths:
+                    atomic_write(path, lambda handle, data=data: handle.write(data))
+            except Exception as error:  # noqa: BLE001 - handed to the pack, which fails the member
+                self.failed.append((member, error))
+            finally:
+                self.queue.task_done()
+        self.queue.task_done()
+
+    def flush(self) -> list[tuple[Member, Exception]]:
+        self.queue.join()
+        failed, self.failed = self.failed, []
+        return failed
+
+    def close(self) -> list[tuple[Member, Exception]]:
+        failed = self.flush()
+        self.queue.put(None)
+        self.thread.join()
+        return failed
 
 
 @contextmanager

@@ -22,7 +22,7 @@ from typing import Any
 
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.singleton import Singleton
-from hydra.core.utils import JobReturn, configure_log, run_job, setup_globals
+from hydra.core.utils import JobReturn, JobStatus, configure_log, run_job, setup_globals
 from hydra.types import HydraContext
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
@@ -73,7 +73,6 @@ def plan(hydra_context: HydraContext, config: DictConfig, job_overrides: Sequenc
          initial_job_idx: int, n_jobs: int) -> list[Unit]:
     """The sweep's jobs as units of work: packs of jobs that differ only in their seeds, ordinary jobs for
     the rest (each said in one line), big packs split so that every process has work."""
-    from seqrev.config import validate
     from seqrev.packing import pack_key, refusal
 
     packs: dict[str, Unit] = {}
@@ -82,12 +81,11 @@ def plan(hydra_context: HydraContext, config: DictConfig, job_overrides: Sequenc
         idx, overrides = initial_job_idx + offset, list(overrides)
         sweep_config = job_config(hydra_context, config, idx, overrides)
         model_name = sweep_config.hydra.runtime.choices.get("model")
-        try:
+        try:  # (values are checked where the job runs: this process stays without torch, and small)
             task_cfg = resolved_task_config(sweep_config)
-            validate(task_cfg)
             reason = refusal(task_cfg, model_name)
         except Exception:  # noqa: BLE001 - a config that fails is run as an ordinary job, which says why
-            reason, task_cfg = "its config does not compose (it runs to say why)", None
+            reason, task_cfg = "its config does not resolve (it runs to say why)", None
         name = f"#{idx} ({' '.join(overrides)})"
         if reason is not None:
             log.info(f"packed launcher: job {name} runs as an ordinary job: {reason}")
@@ -197,6 +195,9 @@ def run_pack(hydra_context: HydraContext, config: DictConfig, unit: Unit,
             ret = run_job(hydra_context=hydra_context, task_function=_member_setup, config=sweep_config,
                           job_dir_key="hydra.sweep.dir", job_subdir_key="hydra.sweep.subdir", configure_logging=False)
             returns[idx] = ret
+            if ret.status != JobStatus.COMPLETED:  # its config did not resolve here: the job says why itself
+                ordinary.append((idx, overrides))
+                continue
             cfg, model_name, job_overrides = ret.return_value
             ret.return_value = math.nan  # until the member has results
             run_dir = Path(cfg.paths.output_dir)

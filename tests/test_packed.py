@@ -287,3 +287,14 @@ def test_resume_of_a_packed_member_on_the_command_line_is_refused_in_one_sentenc
     done = seqrev_train(f"resume={job}")
     assert done.returncode == 2
     assert "was written by a pack (hydra/launcher=packed)" in done.stderr and len(done.stderr.splitlines()) == 1
+
+
+def test_packs_are_split_until_every_process_has_work_largest_first():
+    from seqrev.packed_launcher import Unit, spread
+
+    units = spread([Unit([(i, []) for i in range(30)], packed=True, weight=4.0),
+                    Unit([(30, [])], packed=False, weight=4.0)], n_jobs=4)
+    assert sorted(len(u.jobs) for u in units) == [1, 7, 8, 15]  # the 30-seed pack halved, then its larger half
+    assert sorted(i for u in units for i, _ in u.jobs) == list(range(31))
+    assert [len(u.jobs) for u in units][0] == 15  # the longest starts first
+    assert len(spread([Unit([(0, [])], packed=False)] * 3, n_jobs=8)) == 3  # ordinary jobs are never split
