@@ -53,8 +53,9 @@ def job_config(hydra_context: HydraContext, config: DictConfig, idx: int, overri
     return sweep_config
 
 
-def resolved_task_config(sweep_config: DictConfig) -> DictConfig:
-    """The job's own config, every interpolation resolved as it would be inside its run (its folder too)."""
+def task_config(sweep_config: DictConfig) -> DictConfig:
+    """The job's own config, as its run would see it (its folder too), with Hydra's state set to this job
+    for its interpolations to resolve. Unresolved: resolving `model.padded` would import torch here."""
     sweep_config = copy.deepcopy(sweep_config)
     HydraConfig.instance().set_config(sweep_config)
     subdir = str(OmegaConf.select(sweep_config, "hydra.sweep.subdir"))
@@ -65,7 +66,6 @@ def resolved_task_config(sweep_config: DictConfig) -> DictConfig:
     task_cfg = copy.deepcopy(sweep_config)
     with read_write(task_cfg), open_dict(task_cfg):
         del task_cfg["hydra"]
-    OmegaConf.resolve(task_cfg)
     return task_cfg
 
 
@@ -81,9 +81,13 @@ def plan(hydra_context: HydraContext, config: DictConfig, job_overrides: Sequenc
         idx, overrides = initial_job_idx + offset, list(overrides)
         sweep_config = job_config(hydra_context, config, idx, overrides)
         model_name = sweep_config.hydra.runtime.choices.get("model")
-        try:  # (values are checked where the job runs: this process stays without torch, and small)
-            task_cfg = resolved_task_config(sweep_config)
+        # This process stays small, without torch: values are checked where the jobs run, and jobs are
+        # grouped by their settings as written (`${data.timesteps}`, not 8); a pack's process then parts
+        # members whose resolved settings still differ (run_pack).
+        try:
+            task_cfg = task_config(sweep_config)
             reason = refusal(task_cfg, model_name)
+            key = pack_key(task_cfg, model_name, resolve=False)
         except Exception:  # noqa: BLE001 - a config that fails is run as an ordinary job, which says why
             reason, task_cfg = "its config does not resolve (it runs to say why)", None
         name = f"#{idx} ({' '.join(overrides)})"
@@ -91,7 +95,6 @@ def plan(hydra_context: HydraContext, config: DictConfig, job_overrides: Sequenc
             log.info(f"packed launcher: job {name} runs as an ordinary job: {reason}")
             units.append(Unit([(idx, overrides)], packed=False, names=[name]))
             continue
-        key = pack_key(task_cfg, model_name)
         cost = int(task_cfg.data.timesteps) * int(task_cfg.model.units)
         unit = packs.setdefault(key, Unit([], packed=True, weight=0.0))
         unit.jobs.append((idx, overrides))
@@ -181,6 +184,7 @@ def run_pack(hydra_context: HydraContext, config: DictConfig, unit: Unit,
     from seqrev.continuation import continue_sweep_job
     from seqrev.errors import RunDirError, describe_error
     from seqrev.pack_training import PACK_STATE, Member, train_pack
+    from seqrev.packing import pack_key
     from seqrev.run import describe
     from seqrev.rundir import last_checkpoint, load_checkpoint
     from seqrev.runlock import FolderBusy, run_folder_lock
@@ -223,11 +227,11 @@ def run_pack(hydra_context: HydraContext, config: DictConfig, unit: Unit,
             handler = logging.FileHandler(run_dir / "train.log")
             handler.setFormatter(logging.Formatter("[%(asctime)s][%(name)s][%(levelname)s] %(message)s"))
             members[idx] = Member(cfg, model_name, describe(cfg, model_name), resume_from, log_file=handler)
-        by_progress: dict[int, list[Member]] = {}
+        groups: dict[tuple[int, str], list[Member]] = {}
         for member in members.values():  # a killed pack's members may have saved different epochs last
             epochs = 0 if member.resume_from is None else _epochs_saved(member.resume_from)
-            by_progress.setdefault(epochs, []).append(member)
-        for group in by_progress.values():
+            groups.setdefault((epochs, pack_key(member.cfg, member.model_name)), []).append(member)
+        for group in groups.values():
             train_pack(group)
     for idx, member in members.items():
         returns[idx].return_value = _metric(member.cfg, member.results or {})

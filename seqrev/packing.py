@@ -85,9 +85,10 @@ def _callback_refusal(name: str, settings: DictConfig | None) -> str | None:
     return None
 
 
-def pack_key(cfg: DictConfig, model_name: str | None) -> str:
-    """Equal for two jobs exactly when they differ in nothing but their seeds (and where files go)."""
-    settings = {key: OmegaConf.to_container(cfg[key], resolve=True) if OmegaConf.is_config(cfg[key]) else cfg[key]
+def pack_key(cfg: DictConfig, model_name: str | None, resolve: bool = True) -> str:
+    """Equal for two jobs exactly when they differ in nothing but their seeds (and where files go). With
+    `resolve=False`, of the settings as written: jobs equal there may still differ once resolved."""
+    settings = {key: OmegaConf.to_container(cfg[key], resolve=resolve) if OmegaConf.is_config(cfg[key]) else cfg[key]
                 for key in cfg.keys() if key not in ("seed", "paths", "run_name", "resume")}
     settings.get("data", {}).pop("seed", None)
     for section in ("callbacks", "logger"):

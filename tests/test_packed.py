@@ -257,12 +257,18 @@ def test_what_packs_reproduce_is_packed(override):
     assert refusal(compose_config(override, output_dir=Path("/tmp/unused")), "both_outputs") is None
 
 
-def test_jobs_share_a_pack_exactly_when_they_differ_only_in_their_seeds():
-    key = lambda *o: pack_key(compose_config(*o, output_dir=Path(f"/tmp/{hash(o)}")), "both_outputs")  # noqa: E731
+@pytest.mark.parametrize("resolve", [True, False])
+def test_jobs_share_a_pack_exactly_when_they_differ_only_in_their_seeds(resolve):
+    def key(*overrides: str) -> str:
+        return pack_key(compose_config(*overrides, output_dir=Path(f"/tmp/{hash(overrides)}")), "both_outputs", resolve)
+
     assert key("seed=0") == key("seed=7") == key("seed=3", "data.seed=9")
     assert key("seed=0") != key("seed=0", "model.units=32")
     assert key("seed=0") != key("seed=0", "data.n_train=500")
     assert key("seed=0") != key("seed=0", "model.optimizer.lr=0.01")
+    assert key("seed=0") != key("seed=0", "data.timesteps=8")
+    # settings that follow the seed are equal as written, and told apart once resolved (in the pack's process)
+    assert (key("seed=0", "model.units=${seed}") == key("seed=1", "model.units=${seed}")) == (not resolve)
 
 
 def test_a_pack_trains_padded_tasks_as_their_jobs_do(tmp_path):
@@ -298,3 +304,13 @@ def test_packs_are_split_until_every_process_has_work_largest_first():
     assert sorted(i for u in units for i, _ in u.jobs) == list(range(31))
     assert [len(u.jobs) for u in units][0] == 15  # the longest starts first
     assert len(spread([Unit([(0, [])], packed=False)] * 3, n_jobs=8)) == 3  # ordinary jobs are never split
+
+
+def test_jobs_equal_as_written_but_not_once_resolved_are_trained_apart(tmp_path, seqrev_train):
+    sweep = tmp_path / "sweep"
+    done = seqrev_train(*PACKED, "seed=300,301", "data.n_train=${seed}", "trainer.max_epochs=1",
+                        f"hydra.sweep.dir={sweep}")
+    assert done.returncode == 0, done.stderr[-3000:]
+    results = job_results(sweep)
+    assert {r["status"] for r in results.values()} == {"ok"} and len(results) == 2
+    assert all("trained in a pack of 1" in p.read_text() for p in sweep.glob("*/train.log"))
