@@ -378,11 +378,11 @@ class PackRun:
     def _member_checkpoint(self, member: Member, k: int) -> dict[str, Any]:
         """What a member's own Lightning checkpoint would hold that seqrev reads (seqrev.load, predict,
         the report), its optimiser state unstacked, and its pack state (early stopping, best score)."""
-        import lightning
+        from lightning.pytorch import __version__ as lightning_version
 
         weights, optimizer_state = self._unstacked()
         return {"epoch": member.epochs - 1, "global_step": member.global_step,
-                "pytorch-lightning_version": lightning.__version__,
+                "pytorch-lightning_version": lightning_version,
                 "state_dict": weights[k], "optimizer_states": [optimizer_state[k]],
                 "lr_schedulers": [self.scheduler.state_dict()] if self.scheduler is not None else [],
                 "hparams_name": "kwargs", "hyper_parameters": dict(member.model.hparams),
