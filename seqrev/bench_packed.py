@@ -17,7 +17,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from seqrev.catalog import compose
+from seqrev.catalog import TUTORIAL_WIRINGS, compose
 
 
 def pack_fit(overrides: list[str], wiring: str, members: int, scratch: Path) -> tuple[float, int, str]:
@@ -115,10 +115,10 @@ def whole_sweeps(quick: bool) -> list[dict]:
     rows = []
     with tempfile.TemporaryDirectory() as scratch:
         for name, args in SWEEPS.items():
-            if quick:  # a few jobs of one epoch: that the measurement runs, not what it measures
-                args = [*(a for a in args if not a.startswith("seed=")), "trainer.max_epochs=1", "data.n_train=200"] + (
-                    ["hydra.sweeper.params.seed=0,1", "hydra.sweeper.params.+size=t4"]
-                    if "experiment=tutorial_table" in args else ["seed=range(4)"])
+            if quick:  # a few jobs of one epoch each: that the measurement runs, not what it measures
+                table = "experiment=tutorial_table" in args
+                grid = f"model={','.join(TUTORIAL_WIRINGS)}" if table else "model=both_outputs"
+                args = [grid, "seed=0,1,2", "trainer.max_epochs=1", "data.n_train=200"]
             row = {"sweep": name}
             for launcher in ("packed", "joblib"):
                 measured = timed_sweep([*args, f"hydra/launcher={launcher}"], Path(scratch) / f"{name[:5]}-{launcher}")
