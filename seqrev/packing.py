@@ -40,6 +40,9 @@ TRAINER = {"max_steps": (-1, None), "limit_train_batches": (None, 1.0), "limit_v
            "precision": ("32-true", "32", 32), "gradient_clip_val": (None, 0, 0.0), "accumulate_grad_batches": (1,),
            "devices": (1, "auto"), "accelerator": ("auto", "cpu", "gpu", "cuda")}
 """Trainer options a pack honours, with the values it takes (anything else: an ordinary job)."""
+TRAINER_ANY = {"_target_", "max_epochs", "deterministic", "num_sanity_val_steps", "log_every_n_steps",
+               "enable_model_summary", "enable_progress_bar", "default_root_dir", "plugins", "gradient_clip_algorithm"}
+"""Trainer options a pack takes whatever their value: its epochs, or what only Lightning's loop shows."""
 
 MONITORED = ("val/loss", "val/acc", "val/seq_acc")
 
@@ -60,9 +63,9 @@ def refusal(cfg: DictConfig, model_name: str | None) -> str | None:
     scheduler = str(_select(cfg, "model.scheduler._target_") or "")
     if scheduler.endswith("ReduceLROnPlateau"):
         return "ReduceLROnPlateau follows each run's own validation loss, and a pack shares one rate"
-    for key, allowed in TRAINER.items():
+    for key in (cfg.get("trainer") or {}).keys():
         value = _select(cfg, f"trainer.{key}")
-        if value not in allowed:
+        if key not in TRAINER_ANY and value not in TRAINER.get(key, ()):
             return f"trainer.{key}={value!r} is not something packs do"
     for name, settings in (cfg.get("callbacks") or {}).items():
         reason = _callback_refusal(str(name), settings)

@@ -239,6 +239,8 @@ def test_jobs_that_cannot_be_packed_run_as_ordinary_jobs_and_the_console_says_wh
     ("model=attention", "not one of the tutorial's five wirings"),
     ("scheduler=plateau", "ReduceLROnPlateau"),
     ("trainer.max_steps=10", "trainer.max_steps=10"),
+    ("+trainer.min_epochs=20", "trainer.min_epochs=20"),
+    ("+trainer.max_time=00:00:01:00", "trainer.max_time"),
     ("trainer.gradient_clip_val=1.0", "trainer.gradient_clip_val"),
     ("trainer.precision=bf16-mixed", "trainer.precision"),
     ("+callbacks.lr._target_=lightning.pytorch.callbacks.LearningRateMonitor", "callbacks.lr"),
