@@ -73,8 +73,12 @@ class PackedLayer(nn.Module):
             joined = self.join(name, [member[name].detach() for member in members]).clone()
             parameter = nn.Parameter(joined, requires_grad=trainable[name])
             if self.layout == "wide" and trainable[name] and self.blocks[name][2] is not None:
-                mask = self.join(name, [torch.ones_like(member[name]) for member in members])
-                parameter.register_hook(lambda grad, mask=mask: grad * mask)  # off the blocks: no gradient
+                # Off the blocks, no gradient. The mask is a buffer, so it moves with the layer (.to(device)).
+                self.register_buffer(f"{name}_mask", self.join(name, [torch.ones_like(m[name]) for m in members]),
+                                     persistent=False)
+                parameter.register_hook(lambda grad, name=name: grad * getattr(self, f"{name}_mask"))
+            elif hasattr(self, f"{name}_mask"):  # repacked from wide to stacked
+                delattr(self, f"{name}_mask")
             setattr(self, name, parameter)
 
     def repack(self, kept: list[int], layout: Layout) -> dict[nn.Parameter, nn.Parameter]:
