@@ -68,7 +68,6 @@ def register_launcher() -> None:
     package's folders, which an editable install (`pip install -e .`) does not add to; registering the
     class covers every kind of install."""
     from hydra.core.plugins import Plugins
-
     from hydra_plugins.seqrev_packed_launcher.packed_launcher import PackedLauncher
 
     Plugins.instance().register(PackedLauncher)
