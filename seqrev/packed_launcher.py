@@ -110,18 +110,17 @@ def plan(hydra_context: HydraContext, config: DictConfig, job_overrides: Sequenc
 
 
 def spread(units: list[Unit], n_jobs: int) -> list[Unit]:
-    """Split the largest packs in two until there are at least `n_jobs` units (or no pack to split), so no
-    process idles; longest first, so the last to finish is a short one."""
+    """Split the largest packs in two until there are at least `n_jobs` units (or no pack of 4 or more to
+    split: each half stays a pack), so no process idles; longest first, so the last to finish is a short one."""
     units = list(units)
     while len(units) < n_jobs:
-        largest = max((u for u in units if u.packed and len(u.jobs) > 1), key=lambda u: len(u.jobs), default=None)
+        largest = max((u for u in units if u.packed and len(u.jobs) >= 4), key=lambda u: len(u.jobs), default=None)
         if largest is None:
             break
         half = len(largest.jobs) // 2
         units.remove(largest)
         for part in (slice(0, half), slice(half, None)):
-            units.append(Unit(largest.jobs[part], packed=len(largest.jobs[part]) > 1, weight=largest.weight,
-                              names=largest.names[part]))
+            units.append(Unit(largest.jobs[part], packed=True, weight=largest.weight, names=largest.names[part]))
     return sorted(units, key=lambda u: -u.weight * (1 + 0.6 * (len(u.jobs) - 1)))
 
 

@@ -306,6 +306,9 @@ def test_packs_are_split_until_every_process_has_work_largest_first():
     assert sorted(i for u in units for i, _ in u.jobs) == list(range(31))
     assert [len(u.jobs) for u in units][0] == 15  # the longest starts first
     assert len(spread([Unit([(0, [])], packed=False)] * 3, n_jobs=8)) == 3  # ordinary jobs are never split
+    for members in (2, 3):  # a pack is split only into packs: two seeds stay one pack, whatever the cores
+        assert [len(u.jobs) for u in spread([Unit([(i, []) for i in range(members)], packed=True)], n_jobs=8)] == [
+            members]
 
 
 def test_jobs_equal_as_written_but_not_once_resolved_are_trained_apart(tmp_path, seqrev_train):
