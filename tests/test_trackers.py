@@ -127,8 +127,16 @@ def test_wandb_runs_offline_grouped_by_sweep_and_a_resumed_job_keeps_its_run_id(
     run_id = json.loads((killed / "trackers.json").read_text())["wandb"]
     kill_after_its_last_checkpoint(killed)
     assert seqrev_train(*line).returncode == 0
-    assert len(list(killed.glob(f"wandb/offline-run-*-{run_id}"))) == 2  # the same run, continued
     assert json.loads((killed / "trackers.json").read_text())["wandb"] == run_id
+    # the same run, continued: W&B names a start's folder by its second, so one or two folders, one run id
+    starts = sorted(killed.glob(f"wandb/offline-run-*-{run_id}/run-{run_id}.wandb"), key=lambda p: p.stat().st_mtime)
+    assert starts and not set(killed.glob("wandb/offline-run-*")) - {p.parent for p in starts}
+    records = list(wandb_records(starts[-1]))
+    runs = [r.run for r in records if r.WhichOneof("record_type") == "run"]
+    assert runs and {run.run_id for run in runs} == {run_id}
+    summary = {k: v for update in items(records, "summary") for k, v in update.items()}
+    assert summary["final/test_acc"] == pytest.approx(results_of(killed)["test_acc"], rel=1e-6)
+    assert results_of(killed)["resumed"] is True
 
 
 def test_csv_gives_each_job_its_own_folder_of_metrics_with_the_final_results(tmp_path, seqrev_train):
