@@ -35,14 +35,13 @@ from seqrev.packed_layers import (
     choose_layout,
     join_like,
     member_state_dict,
+    member_state_dicts,
     pack_models,
-    packed_layers,
     repack,
     rows_in,
     rows_out,
     split_like,
 )
-from seqrev.publish import Example
 from seqrev.results import RunIdentity, RunResults, write_results
 from seqrev.rundir import PACK_STATE, last_checkpoint, load_checkpoint
 
@@ -122,6 +121,7 @@ class PackRun:
         self.started = 0.0
         self.isolated = False  # stacked for good, once a member's numbers were not finite in the wide layout
         self.writer = CheckpointWriter()
+        self._unstacked_at: tuple[int, int] | None = None  # (step, members) the split below was taken at
 
     # -- setup ----------------------------------------------------------------------------------------
     def setup(self) -> None:
@@ -148,7 +148,7 @@ class PackRun:
                 member.data.prepare()
                 member.model = instantiate(member.cfg.model)
                 if member.resume_from is not None:
-                    self._restore(member, load_checkpoint(last_checkpoint(member.resume_from)))
+                    self._restore(member, member.checkpoint or load_checkpoint(last_checkpoint(member.resume_from)))
                 member.loggers = trackers.make_loggers(member.cfg, member.run_dir, member.resume_from is not None)
                 trackers.record_ids(member.loggers, member.run_dir)
                 if member.resume_from is None:
@@ -275,6 +275,7 @@ class PackRun:
         self._train_targets = targets
 
     def _validate(self) -> None:
+        """The epoch's scores per member: validation's, and the training batches' (counted as they trained)."""
         inputs, targets = self.data["val"]
         K, N = targets.shape[:2]
         self.packed.eval()
@@ -393,13 +394,9 @@ class PackRun:
     def _unstacked(self) -> tuple[list[dict[str, torch.Tensor]], list[dict[str, Any]]]:
         """Every member's weights and optimiser state, split once per optimiser step (on the CPU)."""
         step = self.active[0].global_step
-        if getattr(self, "_unstacked_at", None) != (step, len(self.active)):
+        if self._unstacked_at != (step, len(self.active)):
             K = len(self.active)
-            weights: list[dict[str, torch.Tensor]] = [{} for _ in range(K)]
-            for prefix, layer in packed_layers(self.packed).items():
-                for name, tensor in layer.named_parameters(recurse=False):
-                    for k, part in enumerate(layer.split(name, tensor.detach().cpu())):
-                        weights[k][f"{prefix}.{name}"] = part.clone()
+            weights = [{key: value.cpu() for key, value in state.items()} for state in member_state_dicts(self.packed)]
             optimizer = self.optimizer.state_dict()
             params = self.optimizer.param_groups[0]["params"]
             states: list[dict[int, dict[str, Any]]] = [{} for _ in range(K)]
@@ -469,8 +466,7 @@ class PackRun:
     def _finish(self, member: Member) -> None:
         """An ordinary run's ending for one member: test and train scores, results.json, the trackers'
         final metrics, the tutorial's printout."""
-        from seqrev.run import publish
-        from seqrev.tasks import until_end
+        from seqrev.run import publish, test_examples
 
         model, data = member.model.cpu().eval(), member.data
         test = model.evaluate(data.test_dataloader())
@@ -490,12 +486,8 @@ class PackRun:
             test_loss=test["loss"], test_acc_per_position=test["acc_per_position"], extra={},
             fit_seconds=round(time.perf_counter() - self.started, 3), resumed=member.resume_from is not None,
             run_dir=str(member.run_dir))
-        inputs, targets = (t[: member.cfg.examples] for t in data.test)
-        predictions = model.predict(inputs)
-        examples = [Example(until_end(x.argmax(-1).tolist(), model.pad), until_end(y.tolist(), model.pad),
-                            until_end(p.tolist(), model.pad)) for x, y, p in zip(inputs, targets, predictions)]
         with writing_to(member):
-            publish(list(member.loggers.values()), step, results, examples)
+            publish(list(member.loggers.values()), step, results, test_examples(model, data, member.cfg.examples))
         member.results = results
 
     def _fail(self, member: Member, error: BaseException) -> None:

@@ -133,8 +133,8 @@ def launch(hydra_context: HydraContext, task_function: Any, config: DictConfig,
     n_jobs = default_jobs() if n_jobs in (None, -1, 0) else int(n_jobs)
     units = plan(hydra_context, config, job_overrides, initial_job_idx, n_jobs)
     packs = [u for u in units if u.packed]
-    log.info(f"packed launcher: {len(job_overrides)} jobs as {len(packs)} packs "
-             f"({', '.join(str(len(u.jobs)) for u in packs) or 'none'} jobs each) and "
+    sizes = f" ({', '.join(str(len(u.jobs)) for u in packs)} jobs each)" if packs else ""
+    log.info(f"packed launcher: {len(job_overrides)} jobs as {len(packs)} packs{sizes} and "
              f"{len(units) - len(packs)} ordinary jobs, on {min(n_jobs, len(units))} processes")
     state = Singleton.get_state()
     work = [(hydra_context, config, unit, task_function, state) for unit in units]
@@ -219,16 +219,18 @@ def run_pack(hydra_context: HydraContext, config: DictConfig, unit: Unit,
             if finished is not None:
                 ret.return_value = _metric(cfg, finished)
                 continue
-            if resume_from is not None and PACK_STATE not in load_checkpoint(last_checkpoint(resume_from)):
+            saved = load_checkpoint(last_checkpoint(resume_from)) if resume_from is not None else None
+            if saved is not None and PACK_STATE not in saved:
                 log.info(f"packed launcher: job #{idx} runs as an ordinary job: it continues an ordinary job's run")
                 ordinary.append((idx, overrides))
                 continue
             handler = logging.FileHandler(run_dir / "train.log")
             handler.setFormatter(logging.Formatter("[%(asctime)s][%(name)s][%(levelname)s] %(message)s"))
-            members[idx] = Member(cfg, model_name, describe(cfg, model_name), resume_from, log_file=handler)
+            members[idx] = Member(cfg, model_name, describe(cfg, model_name), resume_from, log_file=handler,
+                                  checkpoint=saved)
         groups: dict[tuple[int, str], list[Member]] = {}
         for member in members.values():  # a killed pack's members may have saved different epochs last
-            epochs = 0 if member.resume_from is None else _epochs_saved(member.resume_from)
+            epochs = 0 if member.checkpoint is None else int(member.checkpoint["epoch"]) + 1
             groups.setdefault((epochs, pack_key(member.cfg, member.model_name)), []).append(member)
         for group in groups.values():
             train_pack(group)
@@ -237,12 +239,6 @@ def run_pack(hydra_context: HydraContext, config: DictConfig, unit: Unit,
     for idx, overrides in ordinary:
         returns[idx] = ordinary_job(hydra_context, config, idx, overrides, task_function)
     return sorted(returns.items())
-
-
-def _epochs_saved(run_dir: Path) -> int:
-    from seqrev.rundir import check_checkpoint, last_checkpoint
-
-    return check_checkpoint(last_checkpoint(run_dir), packed=True)
 
 
 def _metric(cfg: DictConfig, results: dict[str, Any]) -> float:

@@ -203,11 +203,21 @@ def packed_layers(packed: nn.Module) -> dict[str, PackedLayer]:
     return {name: module for name, module in packed.named_modules() if isinstance(module, PackedLayer)}
 
 
+def member_state_dicts(packed: nn.Module) -> list[dict[str, torch.Tensor]]:
+    """Every member's weights under the names its own model uses (copies), split once."""
+    members: list[dict[str, torch.Tensor]] = []
+    for prefix, layer in packed_layers(packed).items():
+        for name, tensor in layer.named_parameters(recurse=False):
+            parts = layer.split(name, tensor.detach())
+            members += [{} for _ in range(len(parts) - len(members))]
+            for state, part in zip(members, parts):
+                state[f"{prefix}.{name}"] = part.clone()
+    return members
+
+
 def member_state_dict(packed: nn.Module, k: int) -> dict[str, torch.Tensor]:
     """Member k's weights under the names its own model uses."""
-    return {f"{prefix}.{name}": layer.split(name, tensor)[k].clone()
-            for prefix, layer in packed_layers(packed).items()
-            for name, tensor in layer.named_parameters(recurse=False)}
+    return member_state_dicts(packed)[k]
 
 
 def split_like(packed: nn.Module, parameter: nn.Parameter, tensor: torch.Tensor) -> list[torch.Tensor]:

@@ -179,14 +179,18 @@ def score(trainer, model, datamodule, n_examples: int) -> tuple[dict[str, Any], 
         "test_acc_per_position": test["acc_per_position"],
         "extra": {**extra, **extra_scalars(trainer)},
     }
+    return scores, test_examples(model, datamodule, n_examples)
+
+
+def test_examples(model, datamodule, n_examples: int) -> list[Example]:
+    """The model's answers to the first `n_examples` test pairs, as symbol lists (padding cut off)."""
     from seqrev.tasks import until_end
 
     inputs, targets = (t[:n_examples] for t in datamodule.test)
     predictions = model.predict(inputs).cpu()
-    examples = [Example(until_end(x.argmax(-1).tolist(), model.pad), until_end(y.tolist(), model.pad),
-                        until_end(p.tolist(), model.pad))
-                for x, y, p in zip(inputs.cpu(), targets.cpu(), predictions)]
-    return scores, examples
+    return [Example(until_end(x.argmax(-1).tolist(), model.pad), until_end(y.tolist(), model.pad),
+                    until_end(p.tolist(), model.pad))
+            for x, y, p in zip(inputs.cpu(), targets.cpu(), predictions)]
 
 
 def extra_scalars(trainer) -> dict[str, float]:
