@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import os
-import sys
 
 from seqrev.results import RunResults
 
@@ -22,24 +21,22 @@ def fit(*overrides: str) -> RunResults:
 
     from seqrev.errors import ConfigError
     from seqrev.preflight import SWEEP_FLAGS
-    from seqrev.train import Caller, launch, prepare
+    from seqrev.train import JobFunction, launch, prepare
 
     if SWEEP_FLAGS & set(overrides):
         raise ConfigError("seqrev.fit makes one run; for a sweep, use the command line: python -m seqrev.train -m ...")
     argv = prepare(["seqrev.fit", *overrides])
-    saved_argv, saved_env = sys.argv, os.environ.get("HYDRA_FULL_ERROR")
+    saved_env = os.environ.get("HYDRA_FULL_ERROR")
     root = logging.getLogger()
     saved_handlers = list(root.handlers)
     os.environ["HYDRA_FULL_ERROR"] = "1"  # what fails in Hydra's own code is raised, not printed and exited
-    Caller.in_process, Caller.results, Caller.failure = True, [], None
+    task = JobFunction(in_process=True)
     try:
-        launch(argv)
-        if Caller.failure is not None:
-            raise Caller.failure
-        return Caller.results[-1]
+        launch(argv, task)
+        if task.failure is not None:
+            raise task.failure
+        return task.results[-1]
     finally:
-        Caller.in_process, Caller.results, Caller.failure = False, [], None
-        sys.argv = saved_argv
         if saved_env is None:
             os.environ.pop("HYDRA_FULL_ERROR", None)
         else:

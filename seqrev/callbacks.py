@@ -37,11 +37,16 @@ class EpochLog(Callback):
             self._write(trainer)
 
     def _write(self, trainer) -> None:
-        metrics = trainer.callback_metrics
-        shown = [f"{key} {metrics[key].item():.4f}" for key in ("train/loss", "train/acc", "val/loss", "val/acc")
-                 if key in metrics]
-        log.info(f"epoch {self.finished_epoch}/{trainer.max_epochs}: " + ", ".join(shown))
+        metrics = {key: value.item() for key, value in trainer.callback_metrics.items()}
+        log.info(epoch_line(self.finished_epoch, trainer.max_epochs, metrics))
         self.finished_epoch = None
+
+
+def epoch_line(epoch: int, max_epochs: int, metrics: dict[str, float]) -> str:
+    """EpochLog's line for an epoch: its train and validation scores (a pack writes one per member)."""
+    keys = ("train/loss", "train/acc", "val/loss", "val/acc")
+    shown = [f"{key} {metrics[key]:.4f}" for key in keys if key in metrics]
+    return f"epoch {epoch}/{max_epochs}: " + ", ".join(shown)
 
 
 class FirstStepTimer(Callback):

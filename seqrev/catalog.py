@@ -1,32 +1,80 @@
 """seqrev's configs without importing torch: which wirings have one (one YAML each in `conf/model/`),
-and the train config composed outside a run.
+what each wiring's class declares, and the train config composed outside a run.
 
-A wiring's name is its config file's name (`model=NAME`); its class says the same in `name`
-(tests/test_catalog.py checks both ways). The tutorial's five come first, in its order (models 1-5);
-any other wiring follows alphabetically. The report, the benchmark and the tests take the list from here.
+A wiring's name is its config file's name (`model=NAME`); its class says the same in `name`, and
+declares `tutorial_model` (its number among the tutorial's models 1-5) and `packs` (seqrev.models.base).
+Those declarations are read here from the class's source, so that the report and the packed launcher,
+which never import torch, read the one registry the classes are (tests/test_catalog.py checks both ways).
 """
 
 from __future__ import annotations
 
+import ast
+import functools
+import re
 from collections.abc import Iterable
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
 CONFIG_DIR = Path(str(resources.files("seqrev.conf")))
 """seqrev's configs: the repository's conf/, installed as the package seqrev.conf (see pyproject.toml)."""
-TUTORIAL_WIRINGS = ("single_default", "stacked_default", "return_sequences", "return_state", "both_outputs")
+PACKAGE_DIR = Path(__file__).parent
 
 
-def ordered(names: Iterable[str]) -> list[str]:
+@dataclass(frozen=True)
+class Wiring:
+    """What a wiring's class declares: its name, its number among the tutorial's models, whether it packs."""
+
+    name: str
+    tutorial_model: int | None = None
+    packs: bool = False
+
+
+def declared(source: Path, class_name: str) -> dict[str, Any]:
+    """The class-level constants `class_name` in the module `source` sets or inherits from a class there."""
+    classes = {node.name: node for node in ast.parse(source.read_text()).body if isinstance(node, ast.ClassDef)}
+    found: dict[str, Any] = {}
+    while class_name in classes:
+        node = classes[class_name]
+        for statement in node.body:
+            if isinstance(statement, ast.Assign) and isinstance(statement.value, ast.Constant):
+                for target in statement.targets:
+                    if isinstance(target, ast.Name):
+                        found.setdefault(target.id, statement.value.value)
+        class_name = next((base.id for base in node.bases if isinstance(base, ast.Name)), "")
+    return found
+
+
+@functools.cache
+def wirings(config_dir: Path = CONFIG_DIR) -> dict[str, Wiring]:
+    """Every wiring that has a config file, in report order: the tutorial's models 1-5, then the rest
+    alphabetically. A class outside seqrev (a config of your own) is known by its name alone."""
+    found = {}
+    for path in (config_dir / "model").glob("*.yaml"):
+        target = re.search(r"^_target_:\s*([\w.]+)", path.read_text(), re.M)
+        module, _, class_name = (target.group(1) if target else "").rpartition(".")
+        source = PACKAGE_DIR.joinpath(*module.split(".")[1:]).with_suffix(".py")
+        facts = declared(source, class_name) if module.startswith("seqrev.") and source.is_file() else {}
+        found[path.stem] = Wiring(path.stem, facts.get("tutorial_model"), bool(facts.get("packs", False)))
+    return {name: found[name] for name in ordered(found, found)}
+
+
+def ordered(names: Iterable[str], known: dict[str, Wiring] | None = None) -> list[str]:
     """Wiring names in report order: the tutorial's models 1-5, then the rest alphabetically."""
-    names = set(names)
-    return [n for n in TUTORIAL_WIRINGS if n in names] + sorted(names - set(TUTORIAL_WIRINGS))
+    known = wirings() if known is None else known
+
+    def order(name: str) -> tuple[int, str]:
+        wiring = known.get(name)
+        return (wiring.tutorial_model if wiring and wiring.tutorial_model else 99, name)
+
+    return sorted(set(names), key=order)
 
 
 def wiring_names(config_dir: Path = CONFIG_DIR) -> list[str]:
     """Every wiring that has a config file, in report order."""
-    return ordered(p.stem for p in (config_dir / "model").glob("*.yaml"))
+    return list(wirings(config_dir))
 
 
 def compose(overrides: Iterable[str] = (), config_dir: Path = CONFIG_DIR, with_hydra: bool = False) -> Any:
@@ -39,3 +87,7 @@ def compose(overrides: Iterable[str] = (), config_dir: Path = CONFIG_DIR, with_h
 
     with initialize_config_dir(config_dir=str(config_dir), version_base="1.3"):
         return hydra_compose(config_name="train", overrides=list(overrides), return_hydra_config=with_hydra)
+
+
+TUTORIAL_WIRINGS = tuple(name for name, wiring in wirings().items() if wiring.tutorial_model)
+"""The tutorial's models 1-5, in its order, as their classes declare them."""

@@ -1,4 +1,4 @@
-"""Checkpoints that replace each other atomically, in their own folder.
+"""Checkpoints: written atomically in their own folder, and laid out as Lightning lays them out.
 
 Lightning's default writes a checkpoint to a temporary file in the *system* temp folder and moves it
 into place; when the run folder is on another filesystem (node-local /tmp, shared output storage)
@@ -10,10 +10,12 @@ either the previous complete checkpoint or the new complete one.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import torch
+from lightning.pytorch import Callback, LightningDataModule, LightningModule
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from seqrev.atomic import atomic_write
@@ -32,3 +34,23 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         from seqrev.rundir import load_checkpoint
 
         return load_checkpoint(Path(path), map_location=map_location or (lambda storage, loc: storage))
+
+
+def training_checkpoint(model: LightningModule, datamodule: LightningDataModule, callbacks: Iterable[Callback],
+                        epoch: int, global_step: int, state_dict: dict[str, torch.Tensor],
+                        optimizer_state: dict[str, Any], lr_schedulers: list[dict[str, Any]]) -> dict[str, Any]:
+    """A training checkpoint in the layout Lightning writes, without its loop state: what a run that
+    Lightning's loop does not drive (a pack's member, seqrev.packs) saves, so that `seqrev.load`,
+    `Seq2SeqModel.load_from_checkpoint`, predict and the report read it as an ordinary run's."""
+    from lightning.pytorch import __version__
+
+    checkpoint = {"epoch": epoch, "global_step": global_step, "pytorch-lightning_version": __version__,
+                  "state_dict": state_dict, "optimizer_states": [optimizer_state], "lr_schedulers": lr_schedulers,
+                  "callbacks": {callback.state_key: state for callback in callbacks
+                                if (state := callback.state_dict())},  # as Lightning: none that are empty
+                  type(datamodule).__qualname__: datamodule.state_dict(),
+                  model.CHECKPOINT_HYPER_PARAMS_KEY: dict(model.hparams)}
+    if hasattr(model, "_hparams_name"):  # as Lightning records how the hyperparameters were given
+        checkpoint[model.CHECKPOINT_HYPER_PARAMS_NAME] = model._hparams_name
+    model.on_save_checkpoint(checkpoint)
+    return checkpoint

@@ -80,6 +80,13 @@ if not OmegaConf.has_resolver("seqrev_group"):
 if not OmegaConf.has_resolver("seqrev_job_name"):
     OmegaConf.register_new_resolver("seqrev_job_name", _job_name)
 
+def device(accelerator: str | None) -> str:
+    """The device a run trains on: a CUDA GPU when asked for (or `auto`) and present, else the CPU."""
+    import torch
+
+    return "cuda" if accelerator in ("gpu", "cuda", "auto") and torch.cuda.is_available() else "cpu"
+
+
 PRECISIONS = ("32", "32-true", "bf16-mixed", "bf16-true", "64", "64-true")
 
 

@@ -23,7 +23,7 @@ class Batches:
     """Iterates over an epoch in batches, each a slice of in-memory tensors; or, with `group_size`, in
     lists of that many batches.
 
-    A group is what one grouped Lightning step receives (see `seqrev.stepping`): handing the framework
+    A group is what one grouped Lightning step receives (see `seqrev.engines`): handing the framework
     several batches per call spreads its fixed per-call cost (the idea behind Keras'
     `steps_per_execution`), while the model still takes one optimiser step per batch. With `shuffle`,
     the rows are permuted afresh each epoch by `generator`, whose state the data module checkpoints so
@@ -87,7 +87,7 @@ class ReversedSequenceData(LightningDataModule):
         self.padded = is_padded(task, timesteps, self.min_timesteps)
         self.n_train, self.n_test, self.val_fraction = n_train, n_test, val_fraction
         self.batch_size, self.steps_per_call, self.eval_batch_size = batch_size, steps_per_call, eval_batch_size
-        self.group_size: int | None = None  # training batches per list, once seqrev.stepping allows grouping
+        self.group_size: int | None = None  # training batches per list, once seqrev.engines allows grouping
         self.seed = seed
         self.shuffle_generator = torch.Generator().manual_seed(seed + 1)  # not the data's own stream
         self.train_full = self.train = self.val = self.test = None

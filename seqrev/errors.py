@@ -22,6 +22,12 @@ class NonFiniteLossError(RuntimeError):
     """Training diverged: the loss is NaN or infinite."""
 
 
+def diverged(epoch: int, loss: float) -> NonFiniteLossError:
+    """What a run whose epoch's training loss is not finite says, whichever engine trained it."""
+    return NonFiniteLossError(f"training diverged at epoch {epoch}: the loss is {loss}; "
+                              "try a smaller learning rate (model.optimizer.lr)")
+
+
 EXPECTED_ERRORS = (ConfigError, RunDirError, NonFiniteLossError)
 
 STORAGE_ERRNOS = {errno.ENOSPC: "no space left on the device", errno.EROFS: "the file system is read-only",

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
-import traceback
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +16,6 @@ from omegaconf import DictConfig, OmegaConf
 
 from seqrev import trackers
 from seqrev.config import validate
-from seqrev.errors import EXPECTED_ERRORS, describe_error, storage_problem
 from seqrev.publish import Example, log_to_tensorboard, print_report
 from seqrev.results import RunIdentity, RunResults, write_results
 from seqrev.rundir import last_checkpoint
@@ -103,14 +102,14 @@ def build(cfg: DictConfig):
     from lightning.pytorch import seed_everything
 
     from seqrev.console import quiet_lightning
-    from seqrev.stepping import plan_steps
+    from seqrev.engines import Job, choose
 
     quiet_lightning()
     torch.set_num_threads(cfg.threads)
     seed_everything(cfg.seed, workers=False, verbose=False)
     datamodule = instantiate(cfg.data)
     model = instantiate(cfg.model)
-    callbacks, callback_settings = [], {}  # what each callback was made with: seqrev.stepping reads it
+    callbacks, callback_settings = [], {}  # what each callback was made with: seqrev.engines reads it
     for settings in (cfg.get("callbacks") or {}).values():
         callbacks.append(instantiate(settings))
         callback_settings[id(callbacks[-1])] = OmegaConf.to_container(settings, resolve=True)
@@ -119,7 +118,12 @@ def build(cfg: DictConfig):
     if trainer.is_global_zero:
         trackers.record_ids(loggers, Path(cfg.paths.output_dir))
     set_determinism(bool(cfg.trainer.get("deterministic")))
-    plan_steps(trainer, model, datamodule, callback_settings)
+    choice = choose(Job(cfg, None, trainer, model, callback_settings))
+    if choice.engine == "grouped":
+        model.use_grouped_steps()
+        datamodule.group_size = datamodule.steps_per_call
+    elif datamodule.steps_per_call > 1:  # asked for one batch per call (data.steps_per_call=1): nothing to say
+        log.info(f"training one batch per Lightning call: {choice.reason}")
     return datamodule, model, trainer
 
 
@@ -139,25 +143,31 @@ def set_determinism(deterministic: bool) -> None:
 
 def fit(trainer, model, datamodule, about: RunIdentity, run_dir: Path, resume_from: Path | None) -> float:
     """Train; the wall seconds it took. Ctrl-C leaves `status: interrupted` and the last checkpoint."""
-    stopper = trainer.early_stopping_callback
-    log.info(f"{about['model']}: {model.trainable_params:,} trainable parameters, T={about['timesteps']}, "
-             f"{about['n_features']} features, {about['units']} units, seed {about['seed']}")
-    log.info(f"training for up to {trainer.max_epochs} epochs"
-             + (f" with EarlyStopping(monitor={stopper.monitor}, patience={stopper.patience})" if stopper else "")
-             + (f", resuming from {resume_from}" if resume_from else "") + " ...")
+    announce(log.info, about, model, trainer.max_epochs, trainer.early_stopping_callback, resume_from)
     started = time.perf_counter()
     try:
         trainer.fit(model, datamodule=datamodule, ckpt_path=str(resume_from) if resume_from else None)
     except SystemExit:
         if trainer.interrupted:  # Lightning turns Ctrl-C into SystemExit after its graceful shutdown
-            write_results(run_dir, {**about, "status": "interrupted", "epochs_run": trainer.current_epoch,
-                                    "error": "interrupted by the user (SIGINT)", "run_dir": str(run_dir)})
+            from seqrev.lifecycle import record_interrupt
+
+            record_interrupt(run_dir, about, trainer.current_epoch)
             log.info(f"interrupted: the last checkpoint is {last_checkpoint(run_dir)}; "
                      f"continue with: python -m seqrev.train resume={run_dir}")
         raise
     if trainer.interrupted:
         raise RuntimeError("training stopped before it finished")
     return time.perf_counter() - started
+
+
+def announce(say: Callable[[str], None], about: RunIdentity, model, max_epochs: int, stopper,
+             resume_from: Path | None, engine: str = "") -> None:
+    """A run's first two console lines: what it trains, and for how long (`engine`: how, when not alone)."""
+    say(f"{about['model']}: {model.trainable_params:,} trainable parameters, T={about['timesteps']}, "
+        f"{about['n_features']} features, {about['units']} units, seed {about['seed']}{engine}")
+    say(f"training for up to {max_epochs} epochs"
+        + (f" with EarlyStopping(monitor={stopper.monitor}, patience={stopper.patience})" if stopper else "")
+        + (f", resuming from {resume_from}" if resume_from else "") + " ...")
 
 
 def score(trainer, model, datamodule, n_examples: int) -> tuple[dict[str, Any], list[Example]]:
@@ -167,19 +177,23 @@ def score(trainer, model, datamodule, n_examples: int) -> tuple[dict[str, Any], 
     if "val" not in model.last_scores:  # resumed after its last epoch (killed while testing): nothing validated
         trainer.validate(model, datamodule=datamodule, verbose=False)
     trainer.test(model, datamodule=datamodule, verbose=False)
-    train_scores = model.evaluate(datamodule.train_full_dataloader())
     stopper = trainer.early_stopping_callback
-    val, test = model.last_scores["val"], model.last_scores["test"]
-    scores = {
-        "trainable_params": model.trainable_params, "epochs_run": trainer.current_epoch,
-        "stopped_early": bool(stopper and stopper.stopped_epoch > 0),
-        "train_acc": train_scores["acc"], "train_seq_acc": train_scores["seq_acc"],
-        "val_acc": val["acc"], "val_loss": val["loss"],
-        "test_acc": test["acc"], "test_seq_acc": test["seq_acc"], "test_loss": test["loss"],
-        "test_acc_per_position": test["acc_per_position"],
-        "extra": {**extra, **extra_scalars(trainer)},
-    }
+    scores = final_scores(model, datamodule, model.last_scores["val"], model.last_scores["test"],
+                          trainer.current_epoch, bool(stopper and stopper.stopped_epoch > 0),
+                          {**extra, **extra_scalars(trainer)})
     return scores, test_examples(model, datamodule, n_examples)
+
+
+def final_scores(model, datamodule, val: dict[str, Any], test: dict[str, Any], epochs_run: int,
+                 stopped_early: bool, extra: dict[str, float]) -> dict[str, Any]:
+    """What results.json says of a trained model: its validation and test scores as given, and the
+    tutorial's after-training accuracy on every training pair (validation tail included)."""
+    train = model.evaluate(datamodule.train_full_dataloader())
+    return {"trainable_params": model.trainable_params, "epochs_run": epochs_run, "stopped_early": stopped_early,
+            "train_acc": train["acc"], "train_seq_acc": train["seq_acc"],
+            "val_acc": float(val["acc"]), "val_loss": float(val["loss"]),
+            "test_acc": test["acc"], "test_seq_acc": test["seq_acc"], "test_loss": test["loss"],
+            "test_acc_per_position": test["acc_per_position"], "extra": extra}
 
 
 def test_examples(model, datamodule, n_examples: int) -> list[Example]:
@@ -207,17 +221,3 @@ def publish(loggers: list, step: int, results: RunResults, examples: list[Exampl
     log_to_tensorboard(loggers, step, results, examples)
     trackers.log_results(loggers, results, step)
     print_report(results, examples)
-
-
-def record_failure(cfg: DictConfig, error: BaseException, model_name: str | None = None) -> str | None:
-    """results.json with `status: failed` and the cause; or, when it cannot be written, why not."""
-    run_dir = Path(OmegaConf.select(cfg, "paths.output_dir", default="."))
-    results = {**describe(cfg, model_name), "status": "failed", "error": describe_error(error, run_dir),
-               "error_type": type(error).__name__, "run_dir": str(run_dir)}
-    if not isinstance(error, EXPECTED_ERRORS) and storage_problem(error) is None:
-        results["traceback"] = traceback.format_exc()
-    try:
-        write_results(run_dir, results)
-    except OSError as second:
-        return f"results.json could not be written either ({second.strerror or second})"
-    return None

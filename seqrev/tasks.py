@@ -149,6 +149,6 @@ def until_end(symbols: list[int], pad: int | None) -> list[int]:
 
 
 def scored_positions(targets: torch.Tensor, pad: int) -> torch.Tensor:
-    """(N, T) bool: every real target position and the first padded one (the end); not the rest."""
+    """(..., N, T) bool: every real target position and the first padded one (the end); not the rest."""
     is_pad = targets == pad
-    return ~is_pad | (is_pad & (is_pad.cumsum(1) == 1))
+    return ~is_pad | (is_pad & (is_pad.cumsum(-1) == 1))

@@ -1,9 +1,12 @@
 """`python -m seqrev.train`: the command line around one run (seqrev.run) or a sweep of them.
 
 `prepare` checks a command line and expands `resume=`; `launch` hands it to Hydra, with the run's
-folder locked first when the line names it; `job` is what Hydra calls for each run or sweep job. The
-command line (`cli`) and `seqrev.fit` both go this one way, and differ only in how they end: the
-command line prints one sentence and exits with a status, `seqrev.fit` raises and returns results.
+folder locked first when the line names it; `JobFunction` is what Hydra calls for each run or sweep
+job, and `job` takes it through its lifecycle (seqrev.lifecycle) to the engine seqrev.engines
+chooses. Under hydra/launcher=packed, a pack's members go through the same lifecycle from the
+launcher (seqrev.packs.launcher). The command line (`cli`) and `seqrev.fit` both go this one way, and
+differ only in how they end: the command line prints one sentence and exits with a status,
+`seqrev.fit` raises and returns results.
 """
 
 from __future__ import annotations
@@ -13,7 +16,8 @@ import math
 import os
 import shutil
 import sys
-from contextlib import ExitStack
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 import hydra
@@ -23,21 +27,12 @@ from omegaconf.errors import OmegaConfBaseException
 
 from seqrev.catalog import CONFIG_DIR
 from seqrev.config import SWEPT_ENV
-from seqrev.errors import EXPECTED_ERRORS, ConfigError, RunDirError, describe_error
+from seqrev.errors import EXPECTED_ERRORS, ConfigError, describe_error
 from seqrev.preflight import SWEEP_FLAGS, check_command_line, output_folder, swept_keys
 from seqrev.results import RunResults
 from seqrev.rundir import refuse_existing_results, rewrite_argv_for_resume
 
 log = logging.getLogger("seqrev")
-
-
-class Caller:
-    """Who started this process's runs: the command line (failures end the process with a sentence) or
-    `seqrev.fit` (failures raise; each run's results are kept for it)."""
-
-    in_process: bool = False
-    results: list[RunResults] = []
-    failure: Exception | None = None  # handed to seqrev.fit past Hydra, which would print a line of its own
 
 
 def prepare(argv: list[str]) -> list[str]:
@@ -49,9 +44,9 @@ def prepare(argv: list[str]) -> list[str]:
     return argv
 
 
-def launch(argv: list[str]) -> None:
-    """Hydra's run (or sweep) of a prepared command line. A single run's named folder is locked before
-    Hydra writes `.hydra/` there, so a second process touches nothing in it (FolderBusy)."""
+def launch(argv: list[str], task: JobFunction | None = None) -> None:
+    """Hydra's run (or sweep) of a prepared command line, each job by `task`. A single run's named folder
+    is locked before Hydra writes `.hydra/` there, so a second process touches nothing in it (FolderBusy)."""
     from seqrev.runlock import run_folder_lock
 
     register_launcher()
@@ -59,8 +54,19 @@ def launch(argv: list[str]) -> None:
         folder = named_run_folder(argv)
         if folder is not None:
             held.enter_context(run_folder_lock(folder))
-        sys.argv = argv  # Hydra reads its command line from here
-        main()
+        with hydra_command_line(argv):
+            main = hydra.main(version_base="1.3", config_path="pkg://seqrev.conf", config_name="train")
+            main(task or JobFunction())()
+
+
+@contextmanager
+def hydra_command_line(argv: list[str]) -> Iterator[None]:
+    """Hydra reads its command line from sys.argv: `argv` there for the block, the process's own after it."""
+    saved, sys.argv = sys.argv, argv
+    try:
+        yield
+    finally:
+        sys.argv = saved
 
 
 def register_launcher() -> None:
@@ -80,31 +86,41 @@ def named_run_folder(argv: list[str]) -> Path | None:
     return output_folder(argv)
 
 
-@hydra.main(version_base="1.3", config_path="pkg://seqrev.conf", config_name="train")
-def main(cfg: DictConfig) -> float:
-    """What Hydra calls for each run: the job and the metric a sweeper optimises."""
-    try:
-        results = job(cfg)
-    except Exception as error:
-        if not Caller.in_process:
-            raise
-        Caller.failure = error
-        return math.nan
-    value = results.get(cfg.optimized_metric) if results else None
-    return float(value) if isinstance(value, (int, float)) else math.nan
+class JobFunction:
+    """What Hydra calls for each run or sweep job: the job, and the metric a sweeper optimises. Under
+    `seqrev.fit` (`in_process`), failures are kept for it to raise (past Hydra, which would print a line of
+    its own), and so are the results of every job that finished."""
+
+    def __init__(self, in_process: bool = False) -> None:
+        self.in_process = in_process
+        self.results: list[RunResults] = []
+        self.failure: Exception | None = None
+
+    def __call__(self, cfg: DictConfig) -> float:
+        from seqrev.lifecycle import metric
+
+        try:
+            results = job(cfg, self.in_process)
+        except Exception as error:
+            if not self.in_process:
+                raise
+            self.failure = error
+            return math.nan
+        if results is not None:
+            self.results.append(results)
+        return metric(cfg, results)
 
 
-def job(cfg: DictConfig) -> RunResults | None:
-    """One run or sweep job, holding its folder's lock (seqrev.runlock) to its end. In a sweep, a job
-    whose folder another live process holds is left to it, a failed job is recorded and the sweep goes
-    on, and a sweep run again continues (seqrev.continuation). None when nothing finished."""
+def job(cfg: DictConfig, in_process: bool = False) -> RunResults | None:
+    """One run or sweep job through its lifecycle (seqrev.lifecycle): its folder's lock held to its end; in
+    a sweep, a job whose folder another live process holds left to it, a finished one skipped, a killed one
+    resumed, a failed one recorded while the sweep goes on. None when nothing finished."""
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
     from seqrev.console import quiet_storage_errors_in_threads
-    from seqrev.continuation import continue_sweep_job
-    from seqrev.run import record_failure, train
-    from seqrev.runlock import FolderBusy, run_folder_lock
+    from seqrev.lifecycle import claim, record_failure, say_failed
+    from seqrev.run import train
 
     logging.raiseExceptions = False  # a full disk must not turn every later log line into a traceback
     quiet_storage_errors_in_threads()
@@ -112,43 +128,26 @@ def job(cfg: DictConfig) -> RunResults | None:
     sweep = hydra_cfg.mode == RunMode.MULTIRUN
     model_name = hydra_cfg.runtime.choices.get("model")
     run_dir = Path(cfg.paths.output_dir)
-    try:
-        with run_folder_lock(run_dir):
-            if sweep:
-                try:
-                    finished, resume_from = continue_sweep_job(run_dir, list(hydra_cfg.overrides.task))
-                except OSError as error:  # its folder cannot be written (a full disk): the job fails, not the sweep
-                    log.error(f"job failed: {describe_error(error, run_dir)}")
-                    return None
-                if finished is not None:
-                    return finished
-                if resume_from is not None:
-                    cfg.resume = str(resume_from)
-            try:
-                results = train(cfg, model_name)
-            except Exception as error:  # noqa: BLE001 - every failure is recorded in results.json
-                if isinstance(error, ConfigError) and not sweep:  # nothing ran: leave no half-made folder behind
-                    remove_if_only_hydra_files(run_dir)
-                    unrecorded = None
-                else:
-                    unrecorded = record_failure(cfg, error, model_name)
-                if (Caller.in_process and not sweep) or wants_tracebacks():  # seqrev.fit raises what a run says
-                    raise
-                message = describe_error(error, run_dir) + (f"; {unrecorded}" if unrecorded else "")
-                if not sweep:
-                    fail(message, status=2 if isinstance(error, EXPECTED_ERRORS) else 1)
-                log.error(f"job failed: {message}")  # the sweep goes on; this job's folder says what went wrong
-                return None
-    except RunDirError as refused:  # a folder another live process holds, or that holds another job
-        if not sweep:
-            raise
-        if isinstance(refused, FolderBusy):
-            log.warning(str(refused))
-        else:
-            log.error(f"job refused: {refused}")
-        return None
-    Caller.results.append(results)
-    return results
+    with ExitStack() as held:
+        claimed = claim(held, run_dir, list(hydra_cfg.overrides.task) if sweep else None)
+        if claimed.action in ("skip", "refused"):
+            return claimed.results
+        if claimed.action == "resume":
+            cfg.resume = str(claimed.resume_from)
+        try:
+            return train(cfg, model_name)
+        except Exception as error:  # noqa: BLE001 - every failure is recorded in results.json
+            if isinstance(error, ConfigError) and not sweep:  # nothing ran: leave no half-made folder behind
+                remove_if_only_hydra_files(run_dir)
+                message = describe_error(error, run_dir)
+            else:
+                message = record_failure(cfg, error, model_name)
+            if (in_process and not sweep) or wants_tracebacks():  # seqrev.fit raises what a run says
+                raise
+            if not sweep:
+                fail(message, status=2 if isinstance(error, EXPECTED_ERRORS) else 1)
+            say_failed(message, run_dir)  # the sweep goes on; this job's folder says what went wrong
+            return None
 
 
 def remove_if_only_hydra_files(run_dir: Path) -> None:

@@ -9,15 +9,22 @@ import pytest
 import torch
 
 from seqrev.models import WIRINGS
-from seqrev.pack_training import Member, PackRun, train_pack
-from seqrev.packed_layers import member_state_dict, pack_models, repack, rows_in, rows_out, split_like
-from seqrev.packing import pack_key, refusal
+from seqrev.packs.recipe import Member, PackRun, train_pack
+from seqrev.engines import Job, choose
+from seqrev.packs.launcher import pack_key
+from seqrev.packs.layers import member_state_dict, pack_models, repack, rows_in, rows_out, split_like
 from seqrev.run import describe
 
 from conftest import MODELS, SCORES, SMALL, TINY, compose_config
 
 PACKED = ("-m", "hydra/launcher=packed", "hydra.launcher.n_jobs=1")
 """A packed sweep in this process: the packs run one after another, here."""
+
+
+def refusal(cfg, model_name: str) -> str | None:
+    """Why the packed launcher runs this job as an ordinary job; None when a pack trains it."""
+    choice = choose(Job(cfg, model_name), packing=True)
+    return None if choice.engine == "packed" else choice.reason
 
 
 def job_results(sweep: Path) -> dict[str, dict]:
@@ -172,8 +179,8 @@ def test_a_killed_pack_resumes_from_its_members_checkpoints_to_the_uninterrupted
     assert whole.returncode == 0, whole.stderr[-3000:]
     end_epoch = PackRun._end_epoch
 
-    def killed_after_epoch_two(self, epoch, learning_rate):
-        finished = end_epoch(self, epoch, learning_rate)
+    def killed_after_epoch_two(self, epoch, *scores):
+        finished = end_epoch(self, epoch, *scores)
         if epoch == 1:
             raise KeyboardInterrupt  # after epoch 2's checkpoints, as a kill would find them
         return finished
@@ -298,7 +305,7 @@ def test_resume_of_a_packed_member_on_the_command_line_is_refused_in_one_sentenc
 
 
 def test_packs_are_split_until_every_process_has_work_largest_first():
-    from seqrev.packed_launcher import Unit, spread
+    from seqrev.packs.launcher import Unit, spread
 
     units = spread([Unit([(i, []) for i in range(30)], packed=True, weight=4.0),
                     Unit([(30, [])], packed=False, weight=4.0)], n_jobs=4)

@@ -1,6 +1,6 @@
 """Hydra's plugin entry for `hydra/launcher=packed` (Hydra finds launchers in the `hydra_plugins` package).
 
-The work is seqrev's (seqrev.packed_launcher); this module stays light, because Hydra imports every
+The work is seqrev's (seqrev.packs.launcher); this module stays light, because Hydra imports every
 plugin module whenever it starts.
 """
 
@@ -28,7 +28,7 @@ class PackedLauncher(Launcher):
         self.config, self.hydra_context, self.task_function = config, hydra_context, task_function
 
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
-        from seqrev.packed_launcher import launch
+        from seqrev.packs.launcher import launch
 
         assert self.config is not None and self.hydra_context is not None and self.task_function is not None
         return launch(self.hydra_context, self.task_function, self.config, job_overrides, initial_job_idx,

@@ -2,7 +2,7 @@
 
 A wiring subclass only builds its layers and says in `forward` how they connect. By default a wiring
 is an ordinary LightningModule: one batch per `training_step`, Lightning's automatic optimisation.
-When `seqrev.stepping` finds nothing in a run that acts per batch, it switches the model to
+When `seqrev.engines` finds nothing in a run that acts per batch, it switches the model to
 `grouped` steps: each call then receives a group of batches and takes one optimiser step per batch,
 so Lightning's fixed per-call cost is paid once per group rather than once per batch.
 """
@@ -17,9 +17,9 @@ import torch
 from lightning.pytorch import LightningModule
 from torch import nn
 
-from seqrev.errors import NonFiniteLossError
+from seqrev.errors import diverged
 from seqrev.layers import Cell, Init, dense_layer, recurrent_layer, trainable_parameters
-from seqrev.metrics import SequenceScores
+from seqrev.metrics import SequenceScores, token_loss
 from seqrev.tasks import scored_positions, until_end
 
 Batch = tuple[torch.Tensor, torch.Tensor]
@@ -58,6 +58,11 @@ class Seq2SeqModel(LightningModule):
 
     name: ClassVar[str]
     """The wiring's name (its config file's name); a subclass without one is named after its class."""
+    tutorial_model: ClassVar[int | None] = None
+    """Its number among the tutorial's models 1-5 (the report's order), None for any other wiring."""
+    packs: ClassVar[bool] = False
+    """Whether `forward` treats every row of a batch on its own with the layers seqrev.packs can stack,
+    so that a pack (hydra/launcher=packed) can train several of it as one model."""
     keras_parameters: ClassVar[int | None] = None
     """Trainable parameters at 16 units, 10 symbols, T=4, as Keras counts them (tests check it)."""
 
@@ -82,7 +87,6 @@ class Seq2SeqModel(LightningModule):
         # With padding, one more symbol in and out: "no symbol here" (see seqrev.tasks).
         self.pad = n_features if padded else None
         self.n_classes = n_features + int(padded)
-        self.loss_fn = nn.CrossEntropyLoss()
         self.train_scores, self.val_scores, self.test_scores = (SequenceScores(timesteps) for _ in range(3))
         self.last_scores: dict[str, dict] = {}  # the latest epoch's scores per split, as plain numbers
 
@@ -104,14 +108,11 @@ class Seq2SeqModel(LightningModule):
         validation, test and prediction always call `forward`, which never does."""
         return self(inputs)
 
-    def loss(self, logits: torch.Tensor, targets: torch.Tensor, scored: torch.Tensor | None = None) -> torch.Tensor:
+    def loss(self, logits: torch.Tensor, targets: torch.Tensor, scored: torch.Tensor | None = None,
+             members: bool = False) -> torch.Tensor:
         """Cross-entropy over every token; for padded tasks the mean over `scored` positions only
-        (computed from the targets when not given)."""
-        if self.pad is None:
-            return self.loss_fn(logits.flatten(0, 1), targets.flatten())
-        scored = self.scored(targets) if scored is None else scored
-        per_token = nn.functional.cross_entropy(logits.flatten(0, 1), targets.flatten(), reduction="none")
-        return (per_token * scored.flatten()).sum() / scored.sum()
+        (computed from the targets when not given). With `members`, one loss per member of a pack."""
+        return token_loss(logits, targets, self.scored(targets) if scored is None else scored, members)
 
     def scored(self, targets: torch.Tensor) -> torch.Tensor | None:
         """Which target positions count (None: all of them)."""
@@ -120,15 +121,22 @@ class Seq2SeqModel(LightningModule):
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["seqrev_wiring"] = self.name  # which class to rebuild (seqrev.load), by name, never by import
 
-    def configure_optimizers(self) -> torch.optim.Optimizer | dict[str, Any]:
+    def build_optimizer(self, module: nn.Module | None = None) -> tuple[torch.optim.Optimizer, Any]:
+        """This wiring's optimiser and schedule (None without one) over `module`'s trainable weights (its
+        own by default; a pack's, which holds several members' weights)."""
         settings = dict(self.optimizer_settings)
         optimizer_cls = settings_class(settings.pop("_target_"), "optimizer", (torch.optim.Optimizer,))
-        optimizer = optimizer_cls([p for p in self.parameters() if p.requires_grad], **settings)
+        optimizer = optimizer_cls([p for p in (module or self).parameters() if p.requires_grad], **settings)
         if not self.scheduler_settings:
-            return optimizer
+            return optimizer, None
         settings = dict(self.scheduler_settings)
         schedules = (torch.optim.lr_scheduler.LRScheduler, torch.optim.lr_scheduler.ReduceLROnPlateau)
-        scheduler = settings_class(settings.pop("_target_"), "scheduler", schedules)(optimizer, **settings)
+        return optimizer, settings_class(settings.pop("_target_"), "scheduler", schedules)(optimizer, **settings)
+
+    def configure_optimizers(self) -> torch.optim.Optimizer | dict[str, Any]:
+        optimizer, scheduler = self.build_optimizer()
+        if scheduler is None:
+            return optimizer
         # Once per epoch: by Lightning, or by seqrev under grouped steps (on_train_epoch_end), where Lightning
         # leaves the schedule to the module. Lightning keeps its state in checkpoints.
         config = {"scheduler": scheduler, "interval": "epoch"}
@@ -138,7 +146,7 @@ class Seq2SeqModel(LightningModule):
 
     def use_grouped_steps(self) -> None:
         """Take a group of batches per `training_step` and step the optimiser once per batch (see the
-        module docstring). Only for runs where nothing acts per batch: `seqrev.stepping` decides."""
+        module docstring). Only for runs where nothing acts per batch: `seqrev.engines` decides."""
         self.automatic_optimization = False
 
     def training_step(self, batch: Batch | list[Batch], batch_idx: int) -> torch.Tensor | None:
@@ -229,9 +237,7 @@ class Seq2SeqModel(LightningModule):
         values = scores.compute()
         scores.reset()
         if split == "train" and not torch.isfinite(values["loss"]):
-            raise NonFiniteLossError(
-                f"training diverged at epoch {self.current_epoch}: the loss is {values['loss'].item()}; "
-                "try a smaller learning rate (model.optimizer.lr)")
+            raise diverged(self.current_epoch, values["loss"].item())
         logged = {f"{split}/{key}": values[key] for key in ("loss", "acc", "seq_acc")}
         if per_position:
             logged.update({f"{split}/acc_position_{i}": v for i, v in enumerate(values["acc_per_position"])})

@@ -14,7 +14,13 @@ from seqrev.layers import repeat
 from seqrev.models.base import Seq2SeqModel
 
 
-class TwoLayers(Seq2SeqModel, abstract=True):
+class TutorialWiring(Seq2SeqModel, abstract=True):
+    """One of the tutorial's models: every row of a batch on its own, through layers a pack can stack."""
+
+    packs = True
+
+
+class TwoLayers(TutorialWiring, abstract=True):
     """Layer 1 reads the one-hot input, layer 2 something of layer 1's, a Dense maps to symbols."""
 
     def __init__(self, **kwargs) -> None:
@@ -24,10 +30,11 @@ class TwoLayers(Seq2SeqModel, abstract=True):
         self.output_layer = self.dense()
 
 
-class SingleDefault(Seq2SeqModel):
+class SingleDefault(TutorialWiring):
     """Model 1: one LSTM; its last hidden state, repeated T times, feeds a per-step Dense."""
 
     name = "single_default"
+    tutorial_model = 1
     keras_parameters = 1898
 
     def __init__(self, **kwargs) -> None:
@@ -45,6 +52,7 @@ class StackedDefault(TwoLayers):
     """Model 2: two LSTMs joined by repeated last hidden states; layer 2 starts from zeros."""
 
     name = "stacked_default"
+    tutorial_model = 2
     keras_parameters = 4010
 
     # x -> LSTM -> last_h -> RepeatVector(T) -> LSTM -> last_h -> RepeatVector(T) -> Dense
@@ -58,6 +66,7 @@ class ReturnSequences(TwoLayers):
     """Model 3: layer 2 reads every hidden state of layer 1; layer 2 starts from zeros."""
 
     name = "return_sequences"
+    tutorial_model = 3
     keras_parameters = 4010
 
     # x -> LSTM -> all_h -> LSTM -> all_h2 -> TimeDistributed(Dense)
@@ -71,6 +80,7 @@ class ReturnState(TwoLayers):
     """Model 4: layer 2 reads layer 1's last hidden state repeated, and starts from its final (h, c)."""
 
     name = "return_state"
+    tutorial_model = 4
     keras_parameters = 4010
 
     # x -> LSTM -> last_h -> RepeatVector(T) -> LSTM(initial_state=final) -> all_h2 -> TimeDistributed(Dense)
@@ -84,6 +94,7 @@ class BothOutputs(TwoLayers):
     """Model 5: layer 2 reads every hidden state of layer 1 *and* starts from its final (h, c)."""
 
     name = "both_outputs"
+    tutorial_model = 5
     keras_parameters = 4010
 
     # x -> LSTM -> all_h -> LSTM(initial_state=final) -> all_h2 -> TimeDistributed(Dense)
@@ -92,6 +103,3 @@ class BothOutputs(TwoLayers):
         all_h2, _ = self.layer2(all_h, final)
         return self.output_layer(all_h2)
 
-
-TUTORIAL_WIRINGS: tuple[type[Seq2SeqModel], ...] = (SingleDefault, StackedDefault, ReturnSequences, ReturnState,
-                                                     BothOutputs)

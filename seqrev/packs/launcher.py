@@ -1,18 +1,19 @@
 """`hydra/launcher=packed`: a sweep's jobs that differ only in their seeds trained as one packed model.
 
-The launcher composes every job's config as Hydra would, groups the jobs that can share a pack
-(seqrev.packing), and runs each pack (seqrev.pack_training) and each job that cannot be packed (as
-an ordinary job, through Hydra's `run_job`) on one of `n_jobs` processes, one thread each. Every
-member of a pack still gets what an ordinary job gets: its folder, `.hydra/` written by Hydra's own
-`run_job`, its lock, the sweep's continuation (finished: skipped; killed: resumed from its
-checkpoints), its results.json and TensorBoard run, and its metric returned to the sweeper.
+The launcher composes every job's config as Hydra would, asks seqrev.engines which jobs a pack can
+train, groups those that differ only in their seeds (`pack_key`), and runs each pack
+(seqrev.packs.recipe) and each other job (an ordinary job, through Hydra's `run_job`) on one of
+`n_jobs` processes, one thread each. Every member of a pack goes through the job's lifecycle as an
+ordinary job does (seqrev.lifecycle): its folder and `.hydra/` written by Hydra's own `run_job`, its
+lock, the sweep's continuation (finished: skipped; killed: resumed from its checkpoints), its record
+of a failure or an interrupt, and its metric returned to the sweeper.
 """
 
 from __future__ import annotations
 
 import copy
+import json
 import logging
-import math
 import os
 from collections.abc import Sequence
 from contextlib import ExitStack
@@ -73,40 +74,60 @@ def plan(hydra_context: HydraContext, config: DictConfig, job_overrides: Sequenc
          initial_job_idx: int, n_jobs: int) -> list[Unit]:
     """The sweep's jobs as units of work: packs of jobs that differ only in their seeds, ordinary jobs for
     the rest (each said in one line), big packs split so that every process has work."""
-    from seqrev.packing import pack_key, refusal
+    from seqrev.engines import Job, choose
 
     packs: dict[str, Unit] = {}
+    firsts: dict[str, Job] = {}  # each pack's first job
     units: list[Unit] = []
     for offset, overrides in enumerate(job_overrides):
         idx, overrides = initial_job_idx + offset, list(overrides)
         sweep_config = job_config(hydra_context, config, idx, overrides)
         model_name = sweep_config.hydra.runtime.choices.get("model")
+        name = f"#{idx} ({' '.join(overrides)})"
         # This process stays small, without torch: values are checked where the jobs run, and jobs are
         # grouped by their settings as written (`${data.timesteps}`, not 8); a pack's process then parts
         # members whose resolved settings still differ (run_pack).
         try:
             task_cfg = task_config(sweep_config)
-            reason = refusal(task_cfg, model_name)
+            choice = choose(Job(task_cfg, model_name), packing=True)
             key = pack_key(task_cfg, model_name, resolve=False)
         except Exception:  # noqa: BLE001 - a config that fails is run as an ordinary job, which says why
-            reason, task_cfg = "its config does not resolve (it runs to say why)", None
-        name = f"#{idx} ({' '.join(overrides)})"
-        if reason is not None:
-            log.info(f"packed launcher: job {name} runs as an ordinary job: {reason}")
-            units.append(Unit([(idx, overrides)], packed=False, names=[name]))
+            units.append(ordinary_unit(idx, overrides, name, "its config does not resolve (it runs to say why)"))
             continue
-        cost = int(task_cfg.data.timesteps) * int(task_cfg.model.units)
-        unit = packs.setdefault(key, Unit([], packed=True, weight=0.0))
+        if choice.engine != "packed":
+            units.append(ordinary_unit(idx, overrides, name, choice.reason))
+            continue
+        weight = int(task_cfg.data.timesteps) * int(task_cfg.model.units)
+        unit = packs.setdefault(key, Unit([], packed=True, weight=weight))
+        firsts.setdefault(key, Job(task_cfg, model_name))
         unit.jobs.append((idx, overrides))
         unit.names.append(name)
-        unit.weight = cost
-    for unit in packs.values():
+    for key, unit in packs.items():
         if len(unit.jobs) == 1:
-            log.info(f"packed launcher: job {unit.names[0]} runs as an ordinary job: no other job differs from "
-                     "it only in its seed")
-            unit.packed = False
-        units.append(unit)
+            firsts[key].alone = True
+            units.append(ordinary_unit(*unit.jobs[0], unit.names[0], choose(firsts[key], packing=True).reason))
+        else:
+            units.append(unit)
     return spread(units, n_jobs)
+
+
+def ordinary_unit(idx: int, overrides: list[str], name: str, reason: str) -> Unit:
+    log.info(f"packed launcher: job {name} runs as an ordinary job: {reason}")
+    return Unit([(idx, overrides)], packed=False, names=[name])
+
+
+def pack_key(cfg: DictConfig, model_name: str | None, resolve: bool = True) -> str:
+    """Equal for two jobs exactly when they differ in nothing but their seeds (and where files go). With
+    `resolve=False`, of the settings as written: jobs equal there may still differ once resolved."""
+    settings = {key: OmegaConf.to_container(cfg[key], resolve=resolve) if OmegaConf.is_config(cfg[key]) else cfg[key]
+                for key in cfg.keys() if key not in ("seed", "paths", "run_name", "resume")}
+    settings.get("data", {}).pop("seed", None)
+    for section in ("callbacks", "logger"):
+        for entry in (settings.get(section) or {}).values():
+            for path_key in ("dirpath", "save_dir", "name", "version", "tracking_uri", "run_name"):
+                (entry or {}).pop(path_key, None)  # each job's own folder, or named after it
+    settings.get("trainer", {}).pop("default_root_dir", None)
+    return json.dumps([model_name, settings], sort_keys=True, default=str)
 
 
 def spread(units: list[Unit], n_jobs: int) -> list[Unit]:
@@ -178,15 +199,14 @@ def _member_setup(task_cfg: DictConfig) -> tuple[DictConfig, str | None, list[st
 
 def run_pack(hydra_context: HydraContext, config: DictConfig, unit: Unit,
              task_function: Any) -> list[tuple[int, JobReturn]]:
-    """A pack's jobs: each folder made, locked and continued as an ordinary job's is; the members still to
-    train trained together (by how far they got: a killed pack's members resume from their checkpoints)."""
-    from seqrev.continuation import continue_sweep_job
-    from seqrev.errors import RunDirError, describe_error
-    from seqrev.pack_training import PACK_STATE, Member, train_pack
-    from seqrev.packing import pack_key
+    """A pack's jobs, each through the job's lifecycle as an ordinary job (its folder, lock, continuation);
+    the members still to train trained together (by how far they got: a killed pack's members resume from
+    their checkpoints)."""
+    from seqrev.engines import Job, choose
+    from seqrev.lifecycle import claim, metric
+    from seqrev.packs.recipe import Member, train_pack
     from seqrev.run import describe
-    from seqrev.rundir import last_checkpoint, load_checkpoint
-    from seqrev.runlock import FolderBusy, run_folder_lock
+    from seqrev.rundir import PACK_STATE, last_checkpoint, load_checkpoint
 
     configure_log(_console_only(config.hydra.job_logging), config.hydra.verbose)
     returns: dict[int, JobReturn] = {}
@@ -202,32 +222,21 @@ def run_pack(hydra_context: HydraContext, config: DictConfig, unit: Unit,
                 ordinary.append((idx, overrides))
                 continue
             cfg, model_name, job_overrides = ret.return_value
-            ret.return_value = math.nan  # until the member has results
             run_dir = Path(cfg.paths.output_dir)
-            try:
-                held.enter_context(run_folder_lock(run_dir))
-                finished, resume_from = continue_sweep_job(run_dir, job_overrides, packed=True)
-            except FolderBusy as busy:
-                log.warning(str(busy))
+            job = claim(held, run_dir, job_overrides, packed=True)
+            ret.return_value = metric(cfg, job.results)
+            if job.action in ("skip", "refused"):
                 continue
-            except RunDirError as refused:
-                log.error(f"job refused: {refused}")
-                continue
-            except OSError as error:  # its folder cannot be written (a full disk): the job fails, not the sweep
-                log.error(f"job failed: {describe_error(error, run_dir)}")
-                continue
-            if finished is not None:
-                ret.return_value = _metric(cfg, finished)
-                continue
-            saved = load_checkpoint(last_checkpoint(resume_from)) if resume_from is not None else None
-            if saved is not None and PACK_STATE not in saved:
-                log.info(f"packed launcher: job #{idx} runs as an ordinary job: it continues an ordinary job's run")
+            saved = load_checkpoint(last_checkpoint(job.resume_from)) if job.action == "resume" else None
+            choice = choose(Job(cfg, model_name, continues=saved and ("packed" if PACK_STATE in saved else
+                                                                      "lightning")), packing=True)
+            if choice.engine != "packed":
+                log.info(f"packed launcher: job #{idx} runs as an ordinary job: {choice.reason}")
                 ordinary.append((idx, overrides))
                 continue
             handler = logging.FileHandler(run_dir / "train.log")
             handler.setFormatter(logging.Formatter("[%(asctime)s][%(name)s][%(levelname)s] %(message)s"))
-            members[idx] = Member(cfg, model_name, describe(cfg, model_name), resume_from, log_file=handler,
-                                  checkpoint=saved)
+            members[idx] = Member(cfg, model_name, describe(cfg, model_name), job.resume_from, saved, handler)
         groups: dict[tuple[int, str], list[Member]] = {}
         for member in members.values():  # a killed pack's members may have saved different epochs last
             epochs = 0 if member.checkpoint is None else int(member.checkpoint["epoch"]) + 1
@@ -235,16 +244,10 @@ def run_pack(hydra_context: HydraContext, config: DictConfig, unit: Unit,
         for group in groups.values():
             train_pack(group)
     for idx, member in members.items():
-        returns[idx].return_value = _metric(member.cfg, member.results or {})
+        returns[idx].return_value = metric(member.cfg, member.results)
     for idx, overrides in ordinary:
         returns[idx] = ordinary_job(hydra_context, config, idx, overrides, task_function)
     return sorted(returns.items())
-
-
-def _metric(cfg: DictConfig, results: dict[str, Any]) -> float:
-    """What `seqrev.train.main` returns to a sweeper for a job's results."""
-    value = results.get(cfg.optimized_metric)
-    return float(value) if isinstance(value, (int, float)) else math.nan
 
 
 def _console_only(job_logging: DictConfig) -> DictConfig:

@@ -1,6 +1,6 @@
 """`python -m seqrev.bench --packed`: packs (hydra/launcher=packed) against ordinary jobs.
 
-Per model-step, in one process, interleaved: a pack of K members trained by seqrev.pack_training
+Per model-step, in one process, interleaved: a pack of K members trained by seqrev.packs.recipe
 (validation, early-stopping bookkeeping, checkpoints and TensorBoard included), against one ordinary
 seqrev job (Lightning, as `seqrev.train` builds it) and the plain PyTorch loop (seqrev.bench), on the
 same cell. With `--sweeps`, whole sweeps timed back to back as a user runs them: the tutorial's table
@@ -17,12 +17,13 @@ import tempfile
 import time
 from pathlib import Path
 
+from seqrev.bench import plain_fit, seqrev_fit
 from seqrev.catalog import TUTORIAL_WIRINGS, compose
 
 
 def pack_fit(overrides: list[str], wiring: str, members: int, scratch: Path) -> tuple[float, int, str]:
     """Seconds, model-steps and layout of a pack of `members` seeds trained for the configured epochs."""
-    from seqrev.pack_training import Member, PackRun
+    from seqrev.packs.recipe import Member, PackRun
     from seqrev.run import describe
 
     pack = []
@@ -42,8 +43,6 @@ def pack_fit(overrides: list[str], wiring: str, members: int, scratch: Path) -> 
 
 def per_model_step(wiring: str, timesteps: int, sizes: list[int], epochs: int, repeats: int) -> list[dict]:
     """ms per model-step of packs of each size, and of one ordinary job and the plain loop, interleaved."""
-    from seqrev.bench import plain_fit, seqrev_fit
-
     base = [f"model={wiring}", f"data.timesteps={timesteps}", f"trainer.max_epochs={epochs}",
             "callbacks.early_stopping.patience=1000"]  # every member trains every epoch: equal work
     paths = ["job", "plain", *(f"pack{k}" for k in sizes)]

@@ -1,0 +1,258 @@
+"""Which engine trains a job, and why: one table of what each engine honours, one function that reads it.
+
+- `per_batch`: Lightning's own loop, one batch per call, automatic optimisation: all Lightning documents.
+- `grouped`: Lightning's loop, `data.steps_per_call` batches per call, one optimiser step per batch
+  (seqrev.models.base). Lightning's fixed cost per call (about 1 ms here, as much as the step itself) is
+  paid once per group; Lightning then counts a group as one batch, so nothing may act per batch.
+- `packed`: a sweep's seeds of one cell trained as one model (seqrev.packs), outside Lightning's loop:
+  only what a pack reproduces exactly.
+
+A job takes the first engine in that order (packed only under hydra/launcher=packed) that honours
+everything it uses; what the first refused engine does not honour is the one-line reason the console
+gives. The packed launcher asks from the config alone (its process never imports torch); a run asks
+again with its built Trainer and model, whose callbacks' and hooks' classes only the objects show.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from omegaconf import DictConfig, OmegaConf
+
+Engine = Literal["packed", "grouped", "per_batch"]
+ENGINES: tuple[Engine, ...] = ("packed", "grouped", "per_batch")
+LIGHTNING: tuple[Engine, ...] = ("grouped", "per_batch")
+PER_BATCH: tuple[Engine, ...] = ("per_batch",)
+
+
+@dataclass
+class Job:
+    """What the choice reads: a job's config and model name; in a run, also its built Trainer and model,
+    and the settings each configured callback was made with (by `id`)."""
+
+    cfg: DictConfig
+    model_name: str | None
+    trainer: Any = None
+    model: Any = None
+    callback_settings: Mapping[int, Mapping[str, Any]] = field(default_factory=dict)
+    alone: bool = False  # no other job of the sweep differs from it only in its seed
+    continues: str | None = None  # which engine wrote the checkpoint a killed job continues: "lightning", "packed"
+
+    def get(self, key: str) -> Any:
+        return OmegaConf.select(self.cfg, key, default=None)
+
+
+@dataclass(frozen=True)
+class Feature:
+    """Something a job can use, the engines that honour it, and how to tell (a few words, or None)."""
+
+    what: str
+    honoured_by: tuple[Engine, ...]
+    used: Callable[[Job], str | None]
+
+
+def whole(value: Any) -> bool:
+    """Lightning reads an int as a number of batches and a float as a fraction: None and 1.0 are all."""
+    return value is None or (isinstance(value, float) and value == 1.0)
+
+
+def _trainer(key: str, is_default: Callable[[Any], bool], why: str) -> Callable[[Job], str | None]:
+    def used(job: Job) -> str | None:
+        value = job.get(f"trainer.{key}")
+        return None if is_default(value) else f"trainer.{key}={value!r} {why}"
+    return used
+
+
+ELEMENTWISE_OPTIMIZERS = ("torch.optim.Adam", "torch.optim.AdamW", "torch.optim.SGD", "torch.optim.RMSprop")
+"""Optimisers whose update of each weight reads only that weight's gradient and state: on stacked weights
+they take every member's step exactly as on its own."""
+
+SEQREV_CALLBACKS = {
+    "early_stopping": {"_target_": "lightning.pytorch.callbacks.EarlyStopping", "monitor": None, "mode": None,
+                       "patience": None, "min_delta": None, "check_finite": None, "stopping_threshold": None,
+                       "divergence_threshold": None, "verbose": None, "strict": None},
+    "model_checkpoint": {"_target_": "lightning.pytorch.callbacks.ModelCheckpoint", "dirpath": None,
+                         "filename": "best", "monitor": None, "mode": None, "save_top_k": 1,
+                         "enable_version_counter": False, "save_last": False, "verbose": None},
+    "last_checkpoint": {"_target_": "lightning.pytorch.callbacks.ModelCheckpoint", "dirpath": None,
+                        "filename": "last", "monitor": None, "save_top_k": 1, "enable_version_counter": False},
+    "epoch_log": {"_target_": "seqrev.callbacks.EpochLog", "every_n_epochs": None},
+    "attention_map": {"_target_": "seqrev.callbacks.AttentionMap", "dirpath": None, "n_examples": None},
+}
+"""seqrev's own callbacks (conf/callbacks/default.yaml) and the settings a pack reproduces: None where any
+value is, else the one value it takes."""
+MONITORED = ("val/loss", "val/acc", "val/seq_acc")
+
+TRAINER_ANY_VALUE = {"_target_", "max_epochs", "deterministic", "num_sanity_val_steps", "log_every_n_steps",
+                     "enable_model_summary", "enable_progress_bar", "default_root_dir", "plugins",
+                     "gradient_clip_algorithm"}
+"""Trainer options every engine takes whatever their value (the rest have a row in FEATURES)."""
+TRAINER_ROWS = {"max_steps", "limit_train_batches", "val_check_interval", "gradient_clip_val",
+                "accumulate_grad_batches", "limit_val_batches", "limit_test_batches", "check_val_every_n_epoch",
+                "precision", "devices", "accelerator"}
+
+
+def _wiring_does_not_pack(job: Job) -> str | None:
+    from seqrev.catalog import wirings
+
+    wiring = wirings().get(job.model_name or "")
+    if wiring is not None and wiring.packs:
+        return None
+    return f"model={job.model_name} is not one of the tutorial's five wirings, which are what packs train"
+
+
+def _optimizer(job: Job) -> str | None:
+    optimizer = str(job.get("model.optimizer._target_"))
+    return None if optimizer in ELEMENTWISE_OPTIMIZERS else (
+        f"the optimizer {optimizer} is not one packs step exactly ({', '.join(ELEMENTWISE_OPTIMIZERS)})")
+
+
+def _plateau(job: Job) -> str | None:
+    if str(job.get("model.scheduler._target_") or "").endswith("ReduceLROnPlateau"):
+        return "ReduceLROnPlateau follows each run's own validation loss, and a pack shares one rate"
+    return None
+
+
+def _other_trainer_option(job: Job) -> str | None:
+    for key in (job.cfg.get("trainer") or {}).keys():
+        if key not in TRAINER_ANY_VALUE | TRAINER_ROWS:
+            return f"trainer.{key}={job.get(f'trainer.{key}')!r} acts inside Lightning's loop"
+    return None
+
+
+def _callback_settings(job: Job) -> str | None:
+    for name, settings in (job.cfg.get("callbacks") or {}).items():
+        honoured, target = SEQREV_CALLBACKS.get(str(name)), str((settings or {}).get("_target_"))
+        if honoured is None or target != honoured["_target_"]:
+            return f"the callback callbacks.{name} ({target}) runs inside Lightning's loop"
+        for key, value in (settings or {}).items():
+            if key not in honoured or (honoured[key] is not None and value != honoured[key]):
+                return f"callbacks.{name}.{key}={value!r} is not something packs do"
+        monitor = (settings or {}).get("monitor")
+        if name in ("early_stopping", "model_checkpoint") and monitor not in MONITORED:
+            return f"callbacks.{name}.monitor={monitor!r}: packs monitor one of {', '.join(MONITORED)}"
+    return None
+
+
+PER_BATCH_HOOKS = ("on_train_batch_start", "on_train_batch_end", "on_before_backward", "on_after_backward",
+                   "on_before_zero_grad", "on_before_optimizer_step")
+"""Callback and LightningModule hooks that Lightning calls per training batch or per optimiser step."""
+MODULE_STEP_HOOKS = ("training_step", "backward", "optimizer_step", "optimizer_zero_grad",
+                     "configure_gradient_clipping", "lr_scheduler_step")
+"""LightningModule hooks of the step itself: a wiring that overrides one takes charge of the step."""
+
+
+def _overridden(obj: object, base: type, hooks: tuple[str, ...]) -> list[str]:
+    return [hook for hook in hooks if getattr(type(obj), hook) is not getattr(base, hook)]
+
+
+def _idle_per_batch() -> dict[type, Callable[[Mapping[str, Any]], bool]]:
+    """Lightning callbacks whose per-batch hooks do nothing unless their settings ask for it."""
+    from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, Timer
+
+    return {ModelCheckpoint: lambda s: not s.get("every_n_train_steps") and s.get("train_time_interval") is None,
+            LearningRateMonitor: lambda s: s.get("logging_interval") == "epoch",
+            Timer: lambda s: s.get("duration") is None or s.get("interval", "step") == "epoch"}
+
+
+def _callback_acts_per_batch(job: Job) -> str | None:
+    """A callback whose class acts per batch (one Lightning added itself, with no settings, counts if it could)."""
+    from lightning.pytorch import Callback
+    from lightning.pytorch.callbacks import GradientAccumulationScheduler, StochasticWeightAveraging
+
+    for callback in job.trainer.callbacks if job.trainer is not None else ():
+        name = type(callback).__name__
+        if isinstance(callback, (StochasticWeightAveraging, GradientAccumulationScheduler)):
+            return f"{name} needs Lightning's automatic optimisation"
+        hooks = _overridden(callback, Callback, PER_BATCH_HOOKS)
+        settings = job.callback_settings.get(id(callback))
+        idle = next((test for cls, test in _idle_per_batch().items()
+                     if all(getattr(type(callback), hook) is getattr(cls, hook) for hook in hooks)), None)
+        if hooks and not (idle is not None and settings is not None and idle(settings)):
+            return f"{name} acts on every training batch ({hooks[0]})"
+    return None
+
+
+def _module_takes_the_step(job: Job) -> str | None:
+    if job.model is None:
+        return None
+    from seqrev.models.base import Seq2SeqModel
+
+    if not isinstance(job.model, Seq2SeqModel):
+        return f"{type(job.model).__name__} is not a seqrev wiring"
+    hooks = _overridden(job.model, Seq2SeqModel, PER_BATCH_HOOKS + MODULE_STEP_HOOKS)
+    return f"{type(job.model).__name__} overrides {hooks[0]}" if hooks else None
+
+
+FEATURES: tuple[Feature, ...] = (
+    Feature("a wiring whose class does not pack (the decoders, yours)", LIGHTNING, _wiring_does_not_pack),
+    Feature("`resume=` (it continues one run)", LIGHTNING,
+            lambda job: "resume= continues one run" if job.get("resume") else None),
+    Feature("a job alone in its cell (no other seed to pack with)", LIGHTNING,
+            lambda job: "no other job differs from it only in its seed" if job.alone else None),
+    Feature("a killed job's checkpoint written by Lightning's loop, to continue", LIGHTNING,
+            lambda job: "it continues an ordinary job's run" if job.continues == "lightning" else None),
+    Feature("an optimiser other than Adam, AdamW, SGD, RMSprop", LIGHTNING, _optimizer),
+    Feature("`scheduler=plateau` (ReduceLROnPlateau)", LIGHTNING, _plateau),
+    Feature("seqrev's callbacks with other settings (e.g. `save_top_k=3`), callbacks of your own", LIGHTNING,
+            _callback_settings),
+    Feature("`trainer.limit_val_batches`, `limit_test_batches` below all", LIGHTNING,
+            lambda job: _trainer("limit_val_batches", whole, "counts batches")(job)
+            or _trainer("limit_test_batches", whole, "counts batches")(job)),
+    Feature("`trainer.check_val_every_n_epoch` above 1", LIGHTNING,
+            _trainer("check_val_every_n_epoch", lambda v: v in (None, 1), "skips validations")),
+    Feature("`trainer.precision` other than 32-true", LIGHTNING,
+            _trainer("precision", lambda v: str(v) in ("None", "32", "32-true"), "changes the arithmetic")),
+    Feature("`trainer.devices` other than 1", LIGHTNING,
+            _trainer("devices", lambda v: v in (None, 1, "auto"), "runs several processes")),
+    Feature("`trainer.accelerator` other than auto, cpu, gpu", LIGHTNING,
+            _trainer("accelerator", lambda v: v in (None, "auto", "cpu", "gpu", "cuda"), "is another device")),
+    Feature("any other Trainer option (`+trainer.min_epochs`, `max_time`, ...)", LIGHTNING, _other_trainer_option),
+    Feature("`data.steps_per_call=1`", ("packed", "per_batch"),
+            lambda job: "data.steps_per_call=1" if (job.get("data.steps_per_call") or 1) <= 1 else None),
+    Feature("`trainer.max_steps` other than -1", PER_BATCH,
+            _trainer("max_steps", lambda v: v in (None, -1), "counts optimiser steps")),
+    Feature("`trainer.limit_train_batches` below all", PER_BATCH,
+            _trainer("limit_train_batches", whole, "counts batches")),
+    Feature("`trainer.val_check_interval` below an epoch", PER_BATCH,
+            _trainer("val_check_interval", whole, "counts batches")),
+    Feature("`trainer.gradient_clip_val`", PER_BATCH,
+            lambda job: "trainer.gradient_clip_val clips in Lightning's optimiser step"
+            if job.get("trainer.gradient_clip_val") else None),
+    Feature("`trainer.accumulate_grad_batches` above 1", PER_BATCH,
+            _trainer("accumulate_grad_batches", lambda v: v in (None, 1), "counts batches")),
+    Feature("a callback acting on every batch (a step-interval LearningRateMonitor, ModelCheckpoint every N "
+            "steps, a Timer, StochasticWeightAveraging, ...)", PER_BATCH, _callback_acts_per_batch),
+    Feature("a wiring that overrides a step hook (`training_step`, `optimizer_step`, ...)", PER_BATCH,
+            _module_takes_the_step),
+)
+"""What each engine honours: every feature a job uses must be honoured by the engine that trains it."""
+
+
+@dataclass(frozen=True)
+class Choice:
+    engine: Engine
+    reason: str  # one line: why not the engine before it (or, for a pack, that it is one)
+
+
+def choose(job: Job, packing: bool = False) -> Choice:
+    """The engine that trains `job` and the one-line reason: under `packing` (hydra/launcher=packed), a pack
+    unless a feature refuses; else grouped Lightning unless a feature refuses; else per-batch Lightning."""
+    refused = ""
+    for engine in ENGINES[0 if packing else 1:]:
+        reason = next((why for feature in FEATURES if engine not in feature.honoured_by
+                       for why in [feature.used(job)] if why), None)
+        if reason is None:
+            return Choice(engine, refused or ("trained in a pack" if engine == "packed" else "nothing acts per batch"))
+        refused = refused or reason
+    raise AssertionError("per_batch honours every feature")
+
+
+def table() -> str:
+    """FEATURES as the Markdown table docs/performance.md shows."""
+    rows = ["| what a job uses | packed | grouped | per batch |", "|---|---|---|---|"]
+    rows += [f"| {f.what} | " + " | ".join("yes" if e in f.honoured_by else "no" for e in ENGINES) + " |"
+             for f in FEATURES]
+    return "\n".join(rows)
