@@ -238,6 +238,26 @@ def join_like(packed: nn.Module, parameter: nn.Parameter, tensors: list[torch.Te
     raise KeyError("not a parameter of this pack")
 
 
+def member_optimizer_states(packed: nn.Module, optimizer: torch.optim.Optimizer, members: int) -> list[dict]:
+    """Each member's optimiser state, as an optimiser over its own model would hold it (state shaped like a
+    parameter split per member, the rest shared)."""
+    state, params = optimizer.state_dict(), optimizer.param_groups[0]["params"]
+    split = {index: {key: split_like(packed, params[index], value) if torch.is_tensor(value)
+                     and value.shape == params[index].shape else [value] * members for key, value in entry.items()}
+             for index, entry in state["state"].items()}
+    return [{"state": {index: {key: parts[k] for key, parts in entry.items()} for index, entry in split.items()},
+             "param_groups": state["param_groups"]} for k in range(members)]
+
+
+def load_member_optimizer_states(packed: nn.Module, optimizer: torch.optim.Optimizer, states: list[dict]) -> None:
+    """A pack's optimiser from its members' own states, in the pack's order of members."""
+    params = optimizer.param_groups[0]["params"]
+    stacked = {index: {key: join_like(packed, params[index], [s["state"][index][key] for s in states])
+                       if torch.is_tensor(value) and value.shape != () else value for key, value in entry.items()}
+               for index, entry in states[0]["state"].items()}
+    optimizer.load_state_dict({"state": stacked, "param_groups": states[0]["param_groups"]})
+
+
 def repack(packed: nn.Module, kept: list[int], layout: Layout) -> dict[nn.Parameter, nn.Parameter]:
     """The pack, in place, with only the members `kept` (in that order) and in `layout`; maps each old
     parameter to its new one."""

@@ -1,0 +1,187 @@
+"""One job of a pack: what its own run would do at each step that is its own, with the run's own code.
+
+A member sets itself up as `seqrev.run.build` would (its own seed, data module, model, callbacks and
+loggers, from its own config), ends each epoch by its own callbacks' rules (seqrev.packs.monitoring),
+and leaves with the results, printout and checkpoints its own run would write (seqrev.run,
+seqrev.checkpointing) or with its failure recorded as its own job's (seqrev.lifecycle). The training
+that members share is the pack's (seqrev.packs.recipe).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import traceback
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import DictConfig
+
+from seqrev import trackers
+from seqrev.results import RunIdentity, RunResults
+from seqrev.rundir import PACK_STATE, last_checkpoint
+
+log = logging.getLogger("seqrev")
+
+
+@dataclass
+class Member:
+    """One job of a pack: its resolved config and folder and, once set up, its own model, data and callbacks."""
+
+    cfg: DictConfig
+    model_name: str
+    about: RunIdentity
+    resume_from: Path | None = None
+    checkpoint: dict[str, Any] | None = None  # the one it resumes from, until the pack's optimiser has its state
+    log_file: logging.Handler | None = None
+    model: Any = None  # its own wiring: the weights it starts from and, when it leaves the pack, ends with
+    data: Any = None
+    callbacks: dict[str, Any] = field(default_factory=dict)
+    loggers: dict[str, Any] = field(default_factory=dict)
+    epochs: int = 0  # epochs trained
+    global_step: int = 0
+    val: dict[str, float] = field(default_factory=dict)  # the latest epoch's validation scores
+    results: dict[str, Any] | None = None  # its results.json, once it left: ok, failed or interrupted
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.cfg.paths.output_dir)
+
+    def say(self, message: str, level: int = logging.INFO) -> None:
+        """A line in this member's own train.log only."""
+        if self.log_file is not None:
+            self.log_file.handle(logging.LogRecord("seqrev", level, __file__, 0, message, None, None))
+
+    @contextmanager
+    def writing_to_its_log(self) -> Iterator[None]:
+        """For a block: the root logger also writes to this member's train.log (its printout, its failure)."""
+        root = logging.getLogger()
+        if self.log_file is not None:
+            root.addHandler(self.log_file)
+        try:
+            yield
+        finally:
+            if self.log_file is not None:
+                root.removeHandler(self.log_file)
+
+    def setup(self, pack_size: int, max_epochs: int) -> None:
+        """Its data, model (under its own seed), callbacks and loggers, as its own run builds them; its state
+        when it resumes; its first console lines, in its own train.log."""
+        from hydra.utils import instantiate
+        from lightning.pytorch import seed_everything
+
+        from seqrev.config import validate
+        from seqrev.run import announce
+
+        validate(self.cfg)
+        seed_everything(self.cfg.seed, workers=False, verbose=False)
+        self.data = instantiate(self.cfg.data)
+        self.data.prepare()
+        self.model = instantiate(self.cfg.model)
+        self.callbacks = {name: instantiate(settings) for name, settings in (self.cfg.get("callbacks") or {}).items()}
+        if self.checkpoint is not None:
+            saved = self.checkpoint
+            self.model.load_state_dict(saved["state_dict"])
+            self.data.load_state_dict(saved[type(self.data).__qualname__])
+            for callback in self.callbacks.values():
+                if callback.state_key in saved.get("callbacks", {}):
+                    callback.load_state_dict(saved["callbacks"][callback.state_key])
+            self.epochs, self.global_step = int(saved["epoch"]) + 1, int(saved["global_step"])
+            self.say(f"resuming from epoch {self.epochs}: {last_checkpoint(self.run_dir)}")
+        self.loggers = trackers.make_loggers(self.cfg, self.run_dir, self.resume_from is not None)
+        trackers.record_ids(self.loggers, self.run_dir)
+        if self.resume_from is None:
+            trackers.log_settings(list(self.loggers.values()), self.about)
+        announce(self.say, self.about, self.model, max_epochs, self.callbacks.get("early_stopping"), self.resume_from,
+                 f", trained in a pack of {pack_size} (hydra/launcher=packed)")
+
+    def end_epoch(self, epoch: int, max_epochs: int, metrics: dict[str, float]) -> tuple[bool, list[Path]]:
+        """An epoch's end in Lightning's order: its scores logged, EpochLog's line, early stopping, then
+        best.ckpt and last.ckpt. Whether it stops, and the checkpoint files due now; raises if it diverged."""
+        from seqrev.callbacks import epoch_line
+        from seqrev.errors import diverged
+        from seqrev.packs.monitoring import checkpoint_path, should_save, should_stop
+
+        self.epochs = epoch + 1
+        self.val = {key: metrics[f"val/{key}"] for key in ("loss", "acc")}
+        for logger in self.loggers.values():
+            logger.log_metrics(metrics, step=epoch)
+        if not math.isfinite(metrics["train/loss"]):
+            raise diverged(epoch, metrics["train/loss"])
+        epoch_log = self.callbacks.get("epoch_log")
+        if epoch_log is not None and epoch_log.every_n_epochs and self.epochs % epoch_log.every_n_epochs == 0:
+            self.say(epoch_line(self.epochs, max_epochs, metrics))
+        stopper = self.callbacks.get("early_stopping")
+        stop = stopper is not None and should_stop(stopper, metrics[stopper.monitor], epoch)
+        due = [checkpoint_path(callback) for name in ("model_checkpoint", "last_checkpoint")
+               if (callback := self.callbacks.get(name)) is not None and should_save(callback, metrics.get(callback.monitor))]
+        return stop, due
+
+    def training_checkpoint(self, weights: dict[str, torch.Tensor], optimizer_state: dict[str, Any],
+                            lr_schedulers: list[dict[str, Any]], pack_size: int) -> dict[str, Any]:
+        """Its own training checkpoint, in Lightning's layout, with the weights and optimiser state the pack
+        holds for it; no loop state, so a pack alone continues it."""
+        from seqrev.checkpointing import training_checkpoint
+
+        checkpoint = training_checkpoint(self.model, self.data, self.callbacks.values(), self.epochs - 1,
+                                         self.global_step, weights, optimizer_state, lr_schedulers)
+        checkpoint[PACK_STATE] = {"pack_size": pack_size}
+        return checkpoint
+
+    def finish(self, weights: dict[str, torch.Tensor], fit_seconds: float) -> None:
+        """Its own run's ending, with the weights it trained to: test and train scores, results.json, the
+        trackers' final metrics, the tutorial's printout."""
+        from seqrev.run import final_scores, publish, test_examples
+
+        self.model.load_state_dict(weights)
+        model, data = self.model.cpu().eval(), self.data
+        test = model.evaluate(data.test_dataloader())
+        test_metrics = {f"test/{key}": test[key] for key in ("loss", "acc", "seq_acc")}
+        test_metrics.update({f"test/acc_position_{i}": v for i, v in enumerate(test["acc_per_position"])})
+        for logger in self.loggers.values():
+            logger.log_metrics({**test_metrics, "epoch": self.epochs}, step=self.epochs)
+        stopper = self.callbacks.get("early_stopping")
+        scores = final_scores(model, data, self.val, test, self.epochs, bool(stopper and stopper.stopped_epoch > 0), {})
+        results = RunResults(**self.about, status="ok", **scores, fit_seconds=round(fit_seconds, 3),
+                             resumed=self.resume_from is not None, run_dir=str(self.run_dir))
+        with self.writing_to_its_log():
+            publish(list(self.loggers.values()), self.epochs, results, test_examples(model, data, self.cfg.examples))
+        self.results = results
+
+    def fail(self, error: BaseException) -> None:
+        """Its failure recorded and said as an ordinary sweep job's (its traceback in its own train.log)."""
+        from seqrev.errors import EXPECTED_ERRORS
+        from seqrev.lifecycle import record_failure, say_failed
+
+        message = record_failure(self.cfg, error, self.model_name)
+        with self.writing_to_its_log():
+            say_failed(message, self.run_dir)
+        if not isinstance(error, EXPECTED_ERRORS):
+            self.say(traceback.format_exc(), logging.ERROR)
+        self.results = {"status": "failed"}
+
+    def stopped(self, error: BaseException | None) -> None:
+        """The pack stopped while this member was still training: interrupted (Ctrl-C), or failed."""
+        from seqrev.lifecycle import record_interrupt
+
+        if isinstance(error, KeyboardInterrupt):
+            record_interrupt(self.run_dir, self.about, self.epochs)
+            self.results = {"status": "interrupted"}
+        elif error is not None:
+            self.fail(error)
+
+    def close(self) -> None:
+        """Its trackers finalised with its status, and its log file closed."""
+        from lightning.pytorch.loggers import MLFlowLogger
+
+        failed = (self.results or {}).get("status") != "ok"
+        for logger in self.loggers.values():
+            if not isinstance(logger, MLFlowLogger):  # trackers.close ends MLflow's run with its status
+                logger.finalize("failed" if failed else "success")  # TensorBoard's hparams.yaml, CSV's rows
+        trackers.close(list(self.loggers.values()), failed=failed)
+        if self.log_file is not None:
+            self.log_file.close()
