@@ -124,12 +124,12 @@ def test_a_job_killed_after_a_checkpoint_is_resumed_from_it_not_started_again(tm
 def test_a_job_whose_folder_cannot_be_written_fails_alone_and_the_sweep_goes_on(tmp_path, seqrev_train, monkeypatch):
     import errno
 
-    import seqrev.continuation
+    import seqrev.lifecycle
 
     def full_disk(path, write):
         raise OSError(errno.ENOSPC, "No space left on device", str(path))
 
-    monkeypatch.setattr(seqrev.continuation, "atomic_write", full_disk)
+    monkeypatch.setattr(seqrev.lifecycle, "atomic_write", full_disk)
     sweep = tmp_path / "sweep"
     done = seqrev_train("-m", "model=return_state,both_outputs", *SMALL, "trainer.max_epochs=1",
                         f"hydra.sweep.dir={sweep}")

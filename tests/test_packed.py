@@ -326,3 +326,64 @@ def test_jobs_equal_as_written_but_not_once_resolved_are_trained_apart(tmp_path,
     results = job_results(sweep)
     assert {r["status"] for r in results.values()} == {"ok"} and len(results) == 2
     assert all("trained in a pack of 1" in p.read_text() for p in sweep.glob("*/train.log"))
+
+
+def test_a_member_and_an_ordinary_job_fail_alike_through_the_one_lifecycle(tmp_path, seqrev_train, monkeypatch):
+    """The same fault (a full disk at the first checkpoint) in a pack's member and in an ordinary sweep job:
+    the same results.json and the same console line, but for where each job's folder is."""
+    import errno
+
+    import seqrev.checkpointing
+
+    def full_disk(path, write):
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    monkeypatch.setattr(seqrev.checkpointing, "atomic_write", full_disk)
+    settings = ("seed=0,1", *SMALL, "trainer.max_epochs=2")
+    runs = {"packed": seqrev_train(*PACKED, *settings, f"hydra.sweep.dir={tmp_path / 'packed'}"),
+            "ordinary": seqrev_train("-m", *settings, f"hydra.sweep.dir={tmp_path / 'ordinary'}")}
+    assert "jobs as 1 packs (2 jobs each)" in runs["packed"].stdout
+
+    def said(kind: str) -> list[str]:
+        assert runs[kind].returncode == 0, runs[kind].stderr[-3000:]
+        return sorted(line.replace(str(tmp_path / kind), "SWEEP") for line in runs[kind].stdout.splitlines()
+                      if "job failed" in line)
+
+    assert said("packed") == said("ordinary") and len(said("packed")) == 2
+    assert "could not write SWEEP/0_model=both_outputs" in said("packed")[0]
+    recorded = {kind: {name: json.loads(json.dumps(results).replace(str(tmp_path / kind), "SWEEP"))
+                       for name, results in job_results(tmp_path / kind).items()} for kind in runs}
+    assert recorded["packed"] == recorded["ordinary"] and len(recorded["packed"]) == 2
+    assert {r["status"] for r in recorded["packed"].values()} == {"failed"}
+
+
+def test_a_members_checkpoint_is_laid_out_as_an_ordinary_runs_and_loads_the_same_ways(tmp_path, seqrev_train):
+    import seqrev
+    from seqrev.rundir import PACK_STATE
+
+    settings = (*SMALL, "trainer.max_epochs=2", "model=return_state")
+    done = seqrev_train(*PACKED, "seed=0,1", *settings, f"hydra.sweep.dir={tmp_path / 'packed'}")
+    assert done.returncode == 0, done.stderr[-3000:]
+    alone = ordinary(tmp_path, 0, *settings, model="return_state")
+    member = next((tmp_path / "packed").glob("0_*"))
+    for name in ("best", "last"):
+        theirs = torch.load(alone / "checkpoints" / f"{name}.ckpt", weights_only=True)
+        ours = torch.load(member / "checkpoints" / f"{name}.ckpt", weights_only=True)
+        assert set(ours) == set(theirs) - {"loops"} | {PACK_STATE}
+        assert ours["callbacks"].keys() == theirs["callbacks"].keys()
+        for key, state in theirs["callbacks"].items():  # the same state, in Lightning's own format
+            assert ours["callbacks"][key].keys() == state.keys(), key
+            for field, value in state.items():
+                mine = ours["callbacks"][key][field]
+                if torch.is_tensor(value):
+                    assert mine.item() == pytest.approx(value.item(), abs=1e-5), (key, field)
+                elif field != "best_k_models":
+                    assert str(mine).replace(str(member), "RUN") == str(value).replace(str(alone), "RUN"), (key, field)
+        assert (ours["epoch"], ours["global_step"], ours["hparams_name"]) == (
+            theirs["epoch"], theirs["global_step"], theirs["hparams_name"])
+        assert ours["hyper_parameters"] == theirs["hyper_parameters"]
+        for folder in (member, alone):
+            loaded = WIRINGS["return_state"].load_from_checkpoint(folder / "checkpoints" / f"{name}.ckpt")
+            assert farthest(loaded.state_dict(), weights(folder, name)) == 0
+    assert farthest(seqrev.load(member).state_dict(), weights(member, "best")) == 0
+    assert farthest(seqrev.load(alone).state_dict(), weights(alone, "best")) == 0
