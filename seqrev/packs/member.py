@@ -117,8 +117,8 @@ class Member:
             self.say(epoch_line(self.epochs, max_epochs, metrics))
         stopper = self.callbacks.get("early_stopping")
         stop = stopper is not None and should_stop(stopper, metrics[stopper.monitor], epoch)
-        due = [checkpoint_path(callback) for name in ("model_checkpoint", "last_checkpoint")
-               if (callback := self.callbacks.get(name)) is not None and should_save(callback, metrics.get(callback.monitor))]
+        checkpoints = [self.callbacks[name] for name in ("model_checkpoint", "last_checkpoint") if name in self.callbacks]
+        due = [checkpoint_path(c) for c in checkpoints if should_save(c, metrics.get(c.monitor))]
         return stop, due
 
     def training_checkpoint(self, weights: dict[str, torch.Tensor], optimizer_state: dict[str, Any],
