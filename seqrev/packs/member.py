@@ -117,7 +117,7 @@ class Member:
             self.say(epoch_line(self.epochs, max_epochs, metrics))
         stopper = self.callbacks.get("early_stopping")
         stop = stopper is not None and should_stop(stopper, metrics[stopper.monitor], epoch)
-        checkpoints = [self.callbacks[name] for name in ("model_checkpoint", "last_checkpoint") if name in self.callbacks]
+        checkpoints = [self.callbacks[n] for n in ("model_checkpoint", "last_checkpoint") if n in self.callbacks]
         due = [checkpoint_path(c) for c in checkpoints if should_save(c, metrics.get(c.monitor))]
         return stop, due
 
