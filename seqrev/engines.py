@@ -58,49 +58,66 @@ def whole(value: Any) -> bool:
     return value is None or (isinstance(value, float) and value == 1.0)
 
 
-def _trainer(key: str, is_default: Callable[[Any], bool], why: str) -> Callable[[Job], str | None]:
+TRAINER_OPTIONS: dict[str, tuple[Callable[[Any], bool], tuple[Engine, ...], str]] = {
+    # option: (is it a value every engine takes, the engines that take any other, what another value does)
+    "max_steps": (lambda v: v in (None, -1), PER_BATCH, "counts optimiser steps"),
+    "limit_train_batches": (whole, PER_BATCH, "counts batches"),
+    "val_check_interval": (whole, PER_BATCH, "counts batches"),
+    "gradient_clip_val": (lambda v: not v, PER_BATCH, "clips in Lightning's optimiser step"),
+    "accumulate_grad_batches": (lambda v: v in (None, 1), PER_BATCH, "counts batches"),
+    "limit_val_batches": (whole, LIGHTNING, "counts batches"),
+    "limit_test_batches": (whole, LIGHTNING, "counts batches"),
+    "check_val_every_n_epoch": (lambda v: v in (None, 1), LIGHTNING, "skips validations"),
+    "precision": (lambda v: str(v) in ("None", "32", "32-true"), LIGHTNING, "changes the arithmetic"),
+    "devices": (lambda v: v in (None, 1, "auto"), LIGHTNING, "runs several processes"),
+    "accelerator": (lambda v: v in (None, "auto", "cpu", "gpu", "cuda"), LIGHTNING, "is another device"),
+}
+TRAINER_ANY_VALUE = {"_target_", "max_epochs", "deterministic", "num_sanity_val_steps", "log_every_n_steps",
+                     "enable_model_summary", "enable_progress_bar", "default_root_dir", "plugins",
+                     "gradient_clip_algorithm"}
+"""Trainer options every engine takes whatever their value."""
+
+
+def _trainer_option(key: str) -> Callable[[Job], str | None]:
     def used(job: Job) -> str | None:
-        value = job.get(f"trainer.{key}")
-        return None if is_default(value) else f"trainer.{key}={value!r} {why}"
+        value, (is_default, _, why) = job.get(f"trainer.{key}"), TRAINER_OPTIONS[key]
+        shown = "" if key == "gradient_clip_val" else f"={value!r}"
+        return None if is_default(value) else f"trainer.{key}{shown} {why}"
     return used
+
+
+def _other_trainer_option(job: Job) -> str | None:
+    known = TRAINER_ANY_VALUE | TRAINER_OPTIONS.keys()
+    other = [key for key in (job.cfg.get("trainer") or {}).keys() if key not in known]
+    return f"trainer.{other[0]}={job.get(f'trainer.{other[0]}')!r} acts inside Lightning's loop" if other else None
 
 
 ELEMENTWISE_OPTIMIZERS = ("torch.optim.Adam", "torch.optim.AdamW", "torch.optim.SGD", "torch.optim.RMSprop")
 """Optimisers whose update of each weight reads only that weight's gradient and state: on stacked weights
 they take every member's step exactly as on its own."""
 
-SEQREV_CALLBACKS = {
-    "early_stopping": {"_target_": "lightning.pytorch.callbacks.EarlyStopping", "monitor": None, "mode": None,
-                       "patience": None, "min_delta": None, "check_finite": None, "stopping_threshold": None,
-                       "divergence_threshold": None, "verbose": None, "strict": None},
-    "model_checkpoint": {"_target_": "lightning.pytorch.callbacks.ModelCheckpoint", "dirpath": None,
-                         "filename": "best", "monitor": None, "mode": None, "save_top_k": 1,
-                         "enable_version_counter": False, "save_last": False, "verbose": None},
-    "last_checkpoint": {"_target_": "lightning.pytorch.callbacks.ModelCheckpoint", "dirpath": None,
-                        "filename": "last", "monitor": None, "save_top_k": 1, "enable_version_counter": False},
-    "epoch_log": {"_target_": "seqrev.callbacks.EpochLog", "every_n_epochs": None},
-    "attention_map": {"_target_": "seqrev.callbacks.AttentionMap", "dirpath": None, "n_examples": None},
+ANY = None
+PACKED_CALLBACKS = {  # seqrev's own callbacks (conf/callbacks/default.yaml) and the settings a pack reproduces
+    "early_stopping": dict(_target_="lightning.pytorch.callbacks.EarlyStopping", monitor=ANY, mode=ANY, patience=ANY,
+                           min_delta=ANY, check_finite=ANY, stopping_threshold=ANY, divergence_threshold=ANY,
+                           verbose=ANY, strict=ANY),
+    "model_checkpoint": dict(_target_="lightning.pytorch.callbacks.ModelCheckpoint", dirpath=ANY, filename="best",
+                             monitor=ANY, mode=ANY, save_top_k=1, enable_version_counter=False, save_last=False,
+                             verbose=ANY),
+    "last_checkpoint": dict(_target_="lightning.pytorch.callbacks.ModelCheckpoint", dirpath=ANY, filename="last",
+                            monitor=ANY, save_top_k=1, enable_version_counter=False),
+    "epoch_log": dict(_target_="seqrev.callbacks.EpochLog", every_n_epochs=ANY),
+    "attention_map": dict(_target_="seqrev.callbacks.AttentionMap", dirpath=ANY, n_examples=ANY),
 }
-"""seqrev's own callbacks (conf/callbacks/default.yaml) and the settings a pack reproduces: None where any
-value is, else the one value it takes."""
 MONITORED = ("val/loss", "val/acc", "val/seq_acc")
-
-TRAINER_ANY_VALUE = {"_target_", "max_epochs", "deterministic", "num_sanity_val_steps", "log_every_n_steps",
-                     "enable_model_summary", "enable_progress_bar", "default_root_dir", "plugins",
-                     "gradient_clip_algorithm"}
-"""Trainer options every engine takes whatever their value (the rest have a row in FEATURES)."""
-TRAINER_ROWS = {"max_steps", "limit_train_batches", "val_check_interval", "gradient_clip_val",
-                "accumulate_grad_batches", "limit_val_batches", "limit_test_batches", "check_val_every_n_epoch",
-                "precision", "devices", "accelerator"}
 
 
 def _wiring_does_not_pack(job: Job) -> str | None:
     from seqrev.catalog import wirings
 
     wiring = wirings().get(job.model_name or "")
-    if wiring is not None and wiring.packs:
-        return None
-    return f"model={job.model_name} is not one of the tutorial's five wirings, which are what packs train"
+    return None if wiring is not None and wiring.packs else (
+        f"model={job.model_name} is not one of the tutorial's five wirings, which are what packs train")
 
 
 def _optimizer(job: Job) -> str | None:
@@ -109,26 +126,13 @@ def _optimizer(job: Job) -> str | None:
         f"the optimizer {optimizer} is not one packs step exactly ({', '.join(ELEMENTWISE_OPTIMIZERS)})")
 
 
-def _plateau(job: Job) -> str | None:
-    if str(job.get("model.scheduler._target_") or "").endswith("ReduceLROnPlateau"):
-        return "ReduceLROnPlateau follows each run's own validation loss, and a pack shares one rate"
-    return None
-
-
-def _other_trainer_option(job: Job) -> str | None:
-    for key in (job.cfg.get("trainer") or {}).keys():
-        if key not in TRAINER_ANY_VALUE | TRAINER_ROWS:
-            return f"trainer.{key}={job.get(f'trainer.{key}')!r} acts inside Lightning's loop"
-    return None
-
-
 def _callback_settings(job: Job) -> str | None:
     for name, settings in (job.cfg.get("callbacks") or {}).items():
-        honoured, target = SEQREV_CALLBACKS.get(str(name)), str((settings or {}).get("_target_"))
+        honoured, target = PACKED_CALLBACKS.get(str(name)), str((settings or {}).get("_target_"))
         if honoured is None or target != honoured["_target_"]:
             return f"the callback callbacks.{name} ({target}) runs inside Lightning's loop"
         for key, value in (settings or {}).items():
-            if key not in honoured or (honoured[key] is not None and value != honoured[key]):
+            if key not in honoured or (honoured[key] is not ANY and value != honoured[key]):
                 return f"callbacks.{name}.{key}={value!r} is not something packs do"
         monitor = (settings or {}).get("monitor")
         if name in ("early_stopping", "model_checkpoint") and monitor not in MONITORED:
@@ -148,38 +152,37 @@ def _overridden(obj: object, base: type, hooks: tuple[str, ...]) -> list[str]:
     return [hook for hook in hooks if getattr(type(obj), hook) is not getattr(base, hook)]
 
 
-def _idle_per_batch() -> dict[type, Callable[[Mapping[str, Any]], bool]]:
-    """Lightning callbacks whose per-batch hooks do nothing unless their settings ask for it."""
-    from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, Timer
+def _callback_acts_per_batch(job: Job) -> str | None:
+    """A callback whose class acts per batch, unless its settings leave those hooks idle (one Lightning
+    added itself, with no settings, counts if it could)."""
+    from lightning.pytorch import Callback
+    from lightning.pytorch.callbacks import (
+        GradientAccumulationScheduler,
+        LearningRateMonitor,
+        ModelCheckpoint,
+        StochasticWeightAveraging,
+        Timer,
+    )
 
-    return {ModelCheckpoint: lambda s: not s.get("every_n_train_steps") and s.get("train_time_interval") is None,
+    idle = {ModelCheckpoint: lambda s: not s.get("every_n_train_steps") and s.get("train_time_interval") is None,
             LearningRateMonitor: lambda s: s.get("logging_interval") == "epoch",
             Timer: lambda s: s.get("duration") is None or s.get("interval", "step") == "epoch"}
-
-
-def _callback_acts_per_batch(job: Job) -> str | None:
-    """A callback whose class acts per batch (one Lightning added itself, with no settings, counts if it could)."""
-    from lightning.pytorch import Callback
-    from lightning.pytorch.callbacks import GradientAccumulationScheduler, StochasticWeightAveraging
-
     for callback in job.trainer.callbacks if job.trainer is not None else ():
-        name = type(callback).__name__
+        name, settings = type(callback).__name__, job.callback_settings.get(id(callback))
         if isinstance(callback, (StochasticWeightAveraging, GradientAccumulationScheduler)):
             return f"{name} needs Lightning's automatic optimisation"
         hooks = _overridden(callback, Callback, PER_BATCH_HOOKS)
-        settings = job.callback_settings.get(id(callback))
-        idle = next((test for cls, test in _idle_per_batch().items()
-                     if all(getattr(type(callback), hook) is getattr(cls, hook) for hook in hooks)), None)
-        if hooks and not (idle is not None and settings is not None and idle(settings)):
+        test = next((test for cls, test in idle.items() if not _overridden(callback, cls, tuple(hooks))), None)
+        if hooks and not (test is not None and settings is not None and test(settings)):
             return f"{name} acts on every training batch ({hooks[0]})"
     return None
 
 
 def _module_takes_the_step(job: Job) -> str | None:
-    if job.model is None:
-        return None
     from seqrev.models.base import Seq2SeqModel
 
+    if job.model is None:
+        return None
     if not isinstance(job.model, Seq2SeqModel):
         return f"{type(job.model).__name__} is not a seqrev wiring"
     hooks = _overridden(job.model, Seq2SeqModel, PER_BATCH_HOOKS + MODULE_STEP_HOOKS)
@@ -195,34 +198,16 @@ FEATURES: tuple[Feature, ...] = (
     Feature("a killed job's checkpoint written by Lightning's loop, to continue", LIGHTNING,
             lambda job: "it continues an ordinary job's run" if job.continues == "lightning" else None),
     Feature("an optimiser other than Adam, AdamW, SGD, RMSprop", LIGHTNING, _optimizer),
-    Feature("`scheduler=plateau` (ReduceLROnPlateau)", LIGHTNING, _plateau),
+    Feature("`scheduler=plateau` (ReduceLROnPlateau)", LIGHTNING,
+            lambda job: "ReduceLROnPlateau follows each run's own validation loss, and a pack shares one rate"
+            if str(job.get("model.scheduler._target_") or "").endswith("ReduceLROnPlateau") else None),
     Feature("seqrev's callbacks with other settings (e.g. `save_top_k=3`), callbacks of your own", LIGHTNING,
             _callback_settings),
-    Feature("`trainer.limit_val_batches`, `limit_test_batches` below all", LIGHTNING,
-            lambda job: _trainer("limit_val_batches", whole, "counts batches")(job)
-            or _trainer("limit_test_batches", whole, "counts batches")(job)),
-    Feature("`trainer.check_val_every_n_epoch` above 1", LIGHTNING,
-            _trainer("check_val_every_n_epoch", lambda v: v in (None, 1), "skips validations")),
-    Feature("`trainer.precision` other than 32-true", LIGHTNING,
-            _trainer("precision", lambda v: str(v) in ("None", "32", "32-true"), "changes the arithmetic")),
-    Feature("`trainer.devices` other than 1", LIGHTNING,
-            _trainer("devices", lambda v: v in (None, 1, "auto"), "runs several processes")),
-    Feature("`trainer.accelerator` other than auto, cpu, gpu", LIGHTNING,
-            _trainer("accelerator", lambda v: v in (None, "auto", "cpu", "gpu", "cuda"), "is another device")),
+    *(Feature(f"`trainer.{key}` other than its default", engines, _trainer_option(key))
+      for key, (_, engines, _) in TRAINER_OPTIONS.items()),
     Feature("any other Trainer option (`+trainer.min_epochs`, `max_time`, ...)", LIGHTNING, _other_trainer_option),
     Feature("`data.steps_per_call=1`", ("packed", "per_batch"),
             lambda job: "data.steps_per_call=1" if (job.get("data.steps_per_call") or 1) <= 1 else None),
-    Feature("`trainer.max_steps` other than -1", PER_BATCH,
-            _trainer("max_steps", lambda v: v in (None, -1), "counts optimiser steps")),
-    Feature("`trainer.limit_train_batches` below all", PER_BATCH,
-            _trainer("limit_train_batches", whole, "counts batches")),
-    Feature("`trainer.val_check_interval` below an epoch", PER_BATCH,
-            _trainer("val_check_interval", whole, "counts batches")),
-    Feature("`trainer.gradient_clip_val`", PER_BATCH,
-            lambda job: "trainer.gradient_clip_val clips in Lightning's optimiser step"
-            if job.get("trainer.gradient_clip_val") else None),
-    Feature("`trainer.accumulate_grad_batches` above 1", PER_BATCH,
-            _trainer("accumulate_grad_batches", lambda v: v in (None, 1), "counts batches")),
     Feature("a callback acting on every batch (a step-interval LearningRateMonitor, ModelCheckpoint every N "
             "steps, a Timer, StochasticWeightAveraging, ...)", PER_BATCH, _callback_acts_per_batch),
     Feature("a wiring that overrides a step hook (`training_step`, `optimizer_step`, ...)", PER_BATCH,
