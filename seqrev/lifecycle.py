@@ -25,8 +25,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from seqrev.atomic import atomic_write
 from seqrev.errors import EXPECTED_ERRORS, RunDirError, describe_error, storage_problem
-from seqrev.results import FILENAME, RunIdentity, RunResults, read_results, write_results
-from seqrev.run import describe
+from seqrev.results import FILENAME, RunIdentity, RunResults, describe, read_results, write_results
 from seqrev.rundir import check_checkpoint, last_checkpoint, run_status
 from seqrev.runlock import LOCK_FILE
 

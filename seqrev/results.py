@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Literal, TypedDict, get_type_hints
+from typing import TYPE_CHECKING, Any, Literal, TypedDict, get_type_hints
 
 from seqrev.atomic import atomic_write
+
+if TYPE_CHECKING:
+    from omegaconf import DictConfig
 
 FILENAME = "results.json"
 
@@ -96,3 +99,54 @@ def run_parameters(run: dict[str, Any]) -> dict[str, int | float | str | bool]:
     params = {key: run.get(key) for key in IDENTITY_FIELDS if key != "config"}
     params.update({key: value for key, value in flat_settings(run.get("config")).items() if key not in params})
     return {key: value if isinstance(value, (int, float, str, bool)) else str(value) for key, value in params.items()}
+
+
+def describe(cfg: DictConfig, model_name: str | None = None) -> RunIdentity:
+    """The fields that say what a run is, readable even from a config that failed validation."""
+    from omegaconf import OmegaConf
+
+    select = lambda key: OmegaConf.select(cfg, key, default=None, throw_on_missing=False)  # noqa: E731
+    return {"model": model_name or wiring_name(str(select("model._target_") or "")),
+            "timesteps": select("data.timesteps"), "n_features": select("data.n_features"),
+            "units": select("model.units"), "seed": select("seed"), "task": select("data.task"),
+            "min_timesteps": select("data.min_timesteps"), "cell": select("model.cell"),
+            "scheduler": str(select("model.scheduler._target_") or "none").rpartition(".")[2],
+            "config": experiment_settings(cfg)}
+
+
+def wiring_name(target: str) -> str | None:
+    """The registered name of the wiring a `_target_` names; else the target itself."""
+    from seqrev.models import WIRINGS
+
+    return next((name for name, cls in WIRINGS.items() if f"{cls.__module__}.{cls.__name__}" == target), target or None)
+
+
+# What defines an experiment, recorded in results.json under `config` so runs compare without .hydra/
+# (the report groups by whatever of it varies): everything but where files go and how fast it runs.
+NOT_THE_EXPERIMENT = ("data._target_", "data.eval_batch_size", "data.steps_per_call", "model._target_",
+                      "model._recursive_", "trainer._target_", "trainer.default_root_dir", "trainer.plugins",
+                      "trainer.enable_progress_bar", "trainer.enable_model_summary", "trainer.log_every_n_steps",
+                      "trainer.num_sanity_val_steps", "trainer.deterministic")
+
+
+def experiment_settings(cfg: DictConfig) -> dict[str, Any] | None:
+    """The resolved data, model (optimizer and schedule included), trainer and early-stopping settings."""
+    from omegaconf import OmegaConf
+
+    try:
+        settings = {
+            "data": OmegaConf.to_container(cfg.data, resolve=True),
+            "model": OmegaConf.to_container(cfg.model, resolve=True),
+            "trainer": OmegaConf.to_container(cfg.trainer, resolve=True),
+            "early_stopping": OmegaConf.to_container(cfg.callbacks.early_stopping, resolve=True)
+            if OmegaConf.select(cfg, "callbacks.early_stopping") is not None else None,
+        }
+    except Exception:  # noqa: BLE001 - a config that cannot resolve (it failed validation): no record
+        return None
+    for key in NOT_THE_EXPERIMENT:
+        section, _, name = key.partition(".")
+        if isinstance(settings.get(section), dict):
+            settings[section].pop(name, None)
+    if isinstance(settings["early_stopping"], dict):
+        settings["early_stopping"].pop("_target_", None)
+    return settings

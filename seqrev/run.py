@@ -16,8 +16,9 @@ from omegaconf import DictConfig, OmegaConf
 
 from seqrev import trackers
 from seqrev.config import validate
+from seqrev.lifecycle import record_interrupt
 from seqrev.publish import Example, log_to_tensorboard, print_report
-from seqrev.results import RunIdentity, RunResults, write_results
+from seqrev.results import RunIdentity, RunResults, describe, write_results
 from seqrev.rundir import last_checkpoint
 
 log = logging.getLogger("seqrev")
@@ -46,53 +47,6 @@ def train(cfg: DictConfig, model_name: str | None = None) -> RunResults:
     finally:
         trackers.close(trainer.loggers, failed)
     return results
-
-
-def describe(cfg: DictConfig, model_name: str | None = None) -> RunIdentity:
-    """The fields that say what a run is, readable even from a config that failed validation."""
-    select = lambda key: OmegaConf.select(cfg, key, default=None, throw_on_missing=False)  # noqa: E731
-    return {"model": model_name or wiring_name(str(select("model._target_") or "")),
-            "timesteps": select("data.timesteps"), "n_features": select("data.n_features"),
-            "units": select("model.units"), "seed": select("seed"), "task": select("data.task"),
-            "min_timesteps": select("data.min_timesteps"), "cell": select("model.cell"),
-            "scheduler": str(select("model.scheduler._target_") or "none").rpartition(".")[2],
-            "config": experiment_settings(cfg)}
-
-
-def wiring_name(target: str) -> str | None:
-    """The registered name of the wiring a `_target_` names; else the target itself."""
-    from seqrev.models import WIRINGS
-
-    return next((name for name, cls in WIRINGS.items() if f"{cls.__module__}.{cls.__name__}" == target), target or None)
-
-
-# What defines an experiment, recorded in results.json under `config` so runs compare without .hydra/
-# (the report groups by whatever of it varies): everything but where files go and how fast it runs.
-NOT_THE_EXPERIMENT = ("data._target_", "data.eval_batch_size", "data.steps_per_call", "model._target_",
-                      "model._recursive_", "trainer._target_", "trainer.default_root_dir", "trainer.plugins",
-                      "trainer.enable_progress_bar", "trainer.enable_model_summary", "trainer.log_every_n_steps",
-                      "trainer.num_sanity_val_steps", "trainer.deterministic")
-
-
-def experiment_settings(cfg: DictConfig) -> dict[str, Any] | None:
-    """The resolved data, model (optimizer and schedule included), trainer and early-stopping settings."""
-    try:
-        settings = {
-            "data": OmegaConf.to_container(cfg.data, resolve=True),
-            "model": OmegaConf.to_container(cfg.model, resolve=True),
-            "trainer": OmegaConf.to_container(cfg.trainer, resolve=True),
-            "early_stopping": OmegaConf.to_container(cfg.callbacks.early_stopping, resolve=True)
-            if OmegaConf.select(cfg, "callbacks.early_stopping") is not None else None,
-        }
-    except Exception:  # noqa: BLE001 - a config that cannot resolve (it failed validation): no record
-        return None
-    for key in NOT_THE_EXPERIMENT:
-        section, _, name = key.partition(".")
-        if isinstance(settings.get(section), dict):
-            settings[section].pop(name, None)
-    if isinstance(settings["early_stopping"], dict):
-        settings["early_stopping"].pop("_target_", None)
-    return settings
 
 
 def build(cfg: DictConfig):
@@ -149,8 +103,6 @@ def fit(trainer, model, datamodule, about: RunIdentity, run_dir: Path, resume_fr
         trainer.fit(model, datamodule=datamodule, ckpt_path=str(resume_from) if resume_from else None)
     except SystemExit:
         if trainer.interrupted:  # Lightning turns Ctrl-C into SystemExit after its graceful shutdown
-            from seqrev.lifecycle import record_interrupt
-
             record_interrupt(run_dir, about, trainer.current_epoch)
             log.info(f"interrupted: the last checkpoint is {last_checkpoint(run_dir)}; "
                      f"continue with: python -m seqrev.train resume={run_dir}")

@@ -13,7 +13,7 @@ from seqrev.models import WIRINGS
 from seqrev.packs.launcher import pack_key
 from seqrev.packs.layers import member_state_dict, pack_models, repack, rows_in, rows_out, split_like
 from seqrev.packs.recipe import Member, PackRun, train_pack
-from seqrev.run import describe
+from seqrev.results import describe
 
 from conftest import MODELS, SCORES, SMALL, TINY, compose_config
 

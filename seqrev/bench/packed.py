@@ -24,7 +24,7 @@ from seqrev.catalog import TUTORIAL_WIRINGS, compose
 def pack_fit(overrides: list[str], wiring: str, members: int, scratch: Path) -> tuple[float, int, str]:
     """Seconds, model-steps and layout of a pack of `members` seeds trained for the configured epochs."""
     from seqrev.packs.recipe import Member, PackRun
-    from seqrev.run import describe
+    from seqrev.results import describe
 
     pack = []
     for seed in range(members):

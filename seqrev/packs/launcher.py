@@ -205,7 +205,7 @@ def run_pack(hydra_context: HydraContext, config: DictConfig, unit: Unit,
     from seqrev.engines import Job, choose
     from seqrev.lifecycle import claim, metric
     from seqrev.packs.recipe import Member, train_pack
-    from seqrev.run import describe
+    from seqrev.results import describe
     from seqrev.rundir import PACK_STATE, last_checkpoint, load_checkpoint
 
     configure_log(_console_only(config.hydra.job_logging), config.hydra.verbose)
