@@ -155,6 +155,8 @@ def _overridden(obj: object, base: type, hooks: tuple[str, ...]) -> list[str]:
 def _callback_acts_per_batch(job: Job) -> str | None:
     """A callback whose class acts per batch, unless its settings leave those hooks idle (one Lightning
     added itself, with no settings, counts if it could)."""
+    if job.trainer is None:  # asked from the config alone
+        return None
     from lightning.pytorch import Callback
     from lightning.pytorch.callbacks import (
         GradientAccumulationScheduler,
@@ -167,7 +169,7 @@ def _callback_acts_per_batch(job: Job) -> str | None:
     idle = {ModelCheckpoint: lambda s: not s.get("every_n_train_steps") and s.get("train_time_interval") is None,
             LearningRateMonitor: lambda s: s.get("logging_interval") == "epoch",
             Timer: lambda s: s.get("duration") is None or s.get("interval", "step") == "epoch"}
-    for callback in job.trainer.callbacks if job.trainer is not None else ():
+    for callback in job.trainer.callbacks:
         name, settings = type(callback).__name__, job.callback_settings.get(id(callback))
         if isinstance(callback, (StochasticWeightAveraging, GradientAccumulationScheduler)):
             return f"{name} needs Lightning's automatic optimisation"
@@ -179,10 +181,10 @@ def _callback_acts_per_batch(job: Job) -> str | None:
 
 
 def _module_takes_the_step(job: Job) -> str | None:
+    if job.model is None:  # asked from the config alone
+        return None
     from seqrev.models.base import Seq2SeqModel
 
-    if job.model is None:
-        return None
     if not isinstance(job.model, Seq2SeqModel):
         return f"{type(job.model).__name__} is not a seqrev wiring"
     hooks = _overridden(job.model, Seq2SeqModel, PER_BATCH_HOOKS + MODULE_STEP_HOOKS)
