@@ -81,14 +81,12 @@ class PackedLayer(nn.Module):
                 delattr(self, f"{name}_mask")
             setattr(self, name, parameter)
 
-    def repack(self, kept: list[int], layout: Layout) -> dict[nn.Parameter, nn.Parameter]:
-        """Keep only the members `kept` (in that order), in `layout`; maps each old parameter to its new one."""
+    def repack(self, kept: list[int], layout: Layout) -> None:
+        """Keep only the members `kept` (in that order), in `layout`."""
         old = dict(self.named_parameters(recurse=False))
-        members = [{name: self.split(name, p)[k] for name, p in old.items()} for k in kept]
+        members = [{name: self.split(name, p)[k] for name, p in old.items()} for k in kept]  # in the old layout
         self.layout = layout
         self._adopt(members, {name: p.requires_grad for name, p in old.items()})
-        new = dict(self.named_parameters(recurse=False))
-        return {old[name]: new[name] for name in old}
 
 
 class PackedRecurrent(PackedLayer):
@@ -220,22 +218,21 @@ def member_state_dict(packed: nn.Module, k: int) -> dict[str, torch.Tensor]:
     return member_state_dicts(packed)[k]
 
 
+def _owner(packed: nn.Module, parameter: nn.Parameter) -> tuple[PackedLayer, str]:
+    return next((layer, name) for layer in packed_layers(packed).values()
+                for name, own in layer.named_parameters(recurse=False) if own is parameter)
+
+
 def split_like(packed: nn.Module, parameter: nn.Parameter, tensor: torch.Tensor) -> list[torch.Tensor]:
     """A tensor shaped like one of the pack's parameters (its gradient, its optimiser state), per member."""
-    for layer in packed_layers(packed).values():
-        for name, own in layer.named_parameters(recurse=False):
-            if own is parameter:
-                return layer.split(name, tensor)
-    raise KeyError("not a parameter of this pack")
+    layer, name = _owner(packed, parameter)
+    return layer.split(name, tensor)
 
 
 def join_like(packed: nn.Module, parameter: nn.Parameter, tensors: list[torch.Tensor]) -> torch.Tensor:
     """The members' tensors shaped like one of their parameters, joined as the pack holds that parameter."""
-    for layer in packed_layers(packed).values():
-        for name, own in layer.named_parameters(recurse=False):
-            if own is parameter:
-                return layer.join(name, tensors)
-    raise KeyError("not a parameter of this pack")
+    layer, name = _owner(packed, parameter)
+    return layer.join(name, tensors)
 
 
 def member_optimizer_states(packed: nn.Module, optimizer: torch.optim.Optimizer, members: int) -> list[dict]:
@@ -258,14 +255,11 @@ def load_member_optimizer_states(packed: nn.Module, optimizer: torch.optim.Optim
     optimizer.load_state_dict({"state": stacked, "param_groups": states[0]["param_groups"]})
 
 
-def repack(packed: nn.Module, kept: list[int], layout: Layout) -> dict[nn.Parameter, nn.Parameter]:
-    """The pack, in place, with only the members `kept` (in that order) and in `layout`; maps each old
-    parameter to its new one."""
-    replaced = {}
+def repack(packed: nn.Module, kept: list[int], layout: Layout) -> None:
+    """The pack, in place, with only the members `kept` (in that order) and in `layout`."""
     for layer in packed_layers(packed).values():
-        replaced.update(layer.repack(kept, layout))
+        layer.repack(kept, layout)
     packed.layout = layout
-    return replaced
 
 
 def rows_in(inputs: torch.Tensor, layout: Layout) -> torch.Tensor:
