@@ -33,18 +33,12 @@ class Wiring:
 
 
 def declared(source: Path, class_name: str) -> dict[str, Any]:
-    """The class-level constants `class_name` in the module `source` sets or inherits from a class there."""
-    classes = {node.name: node for node in ast.parse(source.read_text()).body if isinstance(node, ast.ClassDef)}
-    found: dict[str, Any] = {}
-    while class_name in classes:
-        node = classes[class_name]
-        for statement in node.body:
-            if isinstance(statement, ast.Assign) and isinstance(statement.value, ast.Constant):
-                for target in statement.targets:
-                    if isinstance(target, ast.Name):
-                        found.setdefault(target.id, statement.value.value)
-        class_name = next((base.id for base in node.bases if isinstance(base, ast.Name)), "")
-    return found
+    """The constants class `class_name` of the module `source` sets in its body (the source read, not run)."""
+    node = next((n for n in ast.parse(source.read_text()).body if isinstance(n, ast.ClassDef) and n.name == class_name),
+                None)
+    return {target.id: statement.value.value for statement in (node.body if node else ())
+            if isinstance(statement, ast.Assign) and isinstance(statement.value, ast.Constant)
+            for target in statement.targets if isinstance(target, ast.Name)}
 
 
 @functools.cache

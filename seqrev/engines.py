@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -218,8 +218,7 @@ FEATURES: tuple[Feature, ...] = (
 """What each engine honours: every feature a job uses must be honoured by the engine that trains it."""
 
 
-@dataclass(frozen=True)
-class Choice:
+class Choice(NamedTuple):
     engine: Engine
     reason: str  # one line: why not the engine before it (or, for a pack, that it is one)
 

@@ -45,16 +45,37 @@ class Claim:
 
 
 def claim(held: ExitStack, run_dir: Path, overrides: list[str] | None, packed: bool = False) -> Claim:
-    """Take `run_dir`'s lock (seqrev.runlock) for as long as `held` lasts, then decide, in one line. A sweep's
-    job (its `overrides` given) continues what its folder holds (`packed`: as a pack's member) and a refusal
-    is said in one line; a single run only takes the lock, and a refusal raises."""
+    """Take `run_dir`'s lock (seqrev.runlock) for as long as `held` lasts, then decide. A single run (no
+    `overrides`) only takes the lock, and a refusal raises. A sweep's job is skipped when it finished,
+    resumed when it was killed or interrupted after a checkpoint (`packed`: a pack continues a pack's
+    member), else run from scratch (a failed job's files cleared); each said in one line, and so is a
+    refusal: another process holds the folder, it holds a job of other overrides, it cannot be written."""
     from seqrev.runlock import FolderBusy, run_folder_lock
 
+    job_file = run_dir / JOB_FILE
     try:
         held.enter_context(run_folder_lock(run_dir))
         if overrides is None:
             return Claim("run")
-        action, epochs = continue_job(run_dir, overrides, packed)
+        saved = json.loads(job_file.read_text()).get("overrides") if job_file.is_file() else overrides
+        if saved != overrides:
+            raise RunDirError(f"{run_dir} holds a job with other settings than this sweep's job there (differing: "
+                              f"{', '.join(sorted(set(saved or []) ^ set(overrides)))}); use another "
+                              "hydra.sweep.dir, or delete that folder.")
+        status = run_status(run_dir)
+        if status == "ok":
+            log.info(f"skipped (finished): {run_dir}")
+            return Claim("skip", results=read_results(run_dir / FILENAME))
+        if status != "failed" and last_checkpoint(run_dir).is_file():
+            try:
+                epochs = check_checkpoint(last_checkpoint(run_dir), packed)
+                log.info(f"resuming from epoch {epochs}: {run_dir}")
+                return Claim("resume", resume_from=run_dir)
+            except RunDirError as cannot:  # killed before a complete checkpoint existed, or a pack's: start again
+                log.info(f"starting again: {cannot}")
+        clear_run(run_dir)
+        atomic_write(job_file, lambda handle: handle.write(json.dumps({"overrides": overrides}).encode()))
+        return Claim("run")
     except (RunDirError, OSError) as refused:  # OSError: the folder cannot be written (a full disk)
         if overrides is None:
             raise
@@ -64,39 +85,6 @@ def claim(held: ExitStack, run_dir: Path, overrides: list[str] | None, packed: b
             log.error(f"job {'refused' if isinstance(refused, RunDirError) else 'failed'}: "
                       f"{describe_error(refused, run_dir)}")
         return Claim("refused")
-    if action == "skip":
-        log.info(f"skipped (finished): {run_dir}")
-        return Claim("skip", results=read_results(run_dir / FILENAME))
-    if action == "resume":
-        log.info(f"resuming from epoch {epochs}: {run_dir}")
-        return Claim("resume", resume_from=run_dir)
-    return Claim("run")
-
-
-def continue_job(job_dir: Path, overrides: list[str], packed: bool = False) -> tuple[str, int]:
-    """What a sweep job does with its folder: ("skip", 0) when it finished, ("resume", epochs done) when
-    it was killed or interrupted after a checkpoint, ("run", 0) otherwise (a failed job's files cleared).
-
-    RunDirError when the folder holds a job with other overrides (the sweep's parameters changed).
-    """
-    job_file = job_dir / JOB_FILE
-    if job_file.is_file():
-        saved = json.loads(job_file.read_text()).get("overrides")
-        if saved != overrides:
-            changed = sorted(set(saved or []) ^ set(overrides))
-            raise RunDirError(f"{job_dir} holds a job with other settings than this sweep's job there "
-                              f"(differing: {', '.join(changed)}); use another hydra.sweep.dir, or delete that folder.")
-    status = run_status(job_dir)
-    if status == "ok":
-        return "skip", 0
-    if status != "failed" and last_checkpoint(job_dir).is_file():
-        try:
-            return "resume", check_checkpoint(last_checkpoint(job_dir), packed)
-        except RunDirError as cannot:  # killed before a complete checkpoint existed, or a pack's: start again
-            log.info(f"starting again: {cannot}")
-    clear_run(job_dir)
-    atomic_write(job_file, lambda handle: handle.write(json.dumps({"overrides": overrides}).encode()))
-    return "run", 0
 
 
 def clear_run(run_dir: Path) -> None:

@@ -16,8 +16,7 @@ import math
 import os
 import shutil
 import sys
-from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack
 from pathlib import Path
 
 import hydra
@@ -54,19 +53,12 @@ def launch(argv: list[str], task: JobFunction | None = None) -> None:
         folder = named_run_folder(argv)
         if folder is not None:
             held.enter_context(run_folder_lock(folder))
-        with hydra_command_line(argv):
+        saved, sys.argv = sys.argv, argv  # Hydra reads its command line from sys.argv: the one place it is set
+        try:
             main = hydra.main(version_base="1.3", config_path="pkg://seqrev.conf", config_name="train")
             main(task or JobFunction())()
-
-
-@contextmanager
-def hydra_command_line(argv: list[str]) -> Iterator[None]:
-    """Hydra reads its command line from sys.argv: `argv` there for the block, the process's own after it."""
-    saved, sys.argv = sys.argv, argv
-    try:
-        yield
-    finally:
-        sys.argv = saved
+        finally:
+            sys.argv = saved
 
 
 def register_launcher() -> None:

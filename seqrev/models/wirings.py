@@ -14,13 +14,7 @@ from seqrev.layers import repeat
 from seqrev.models.base import Seq2SeqModel
 
 
-class TutorialWiring(Seq2SeqModel, abstract=True):
-    """One of the tutorial's models: every row of a batch on its own, through layers a pack can stack."""
-
-    packs = True
-
-
-class TwoLayers(TutorialWiring, abstract=True):
+class TwoLayers(Seq2SeqModel, abstract=True):
     """Layer 1 reads the one-hot input, layer 2 something of layer 1's, a Dense maps to symbols."""
 
     def __init__(self, **kwargs) -> None:
@@ -30,11 +24,12 @@ class TwoLayers(TutorialWiring, abstract=True):
         self.output_layer = self.dense()
 
 
-class SingleDefault(TutorialWiring):
+class SingleDefault(Seq2SeqModel):
     """Model 1: one LSTM; its last hidden state, repeated T times, feeds a per-step Dense."""
 
     name = "single_default"
     tutorial_model = 1
+    packs = True
     keras_parameters = 1898
 
     def __init__(self, **kwargs) -> None:
@@ -53,6 +48,7 @@ class StackedDefault(TwoLayers):
 
     name = "stacked_default"
     tutorial_model = 2
+    packs = True
     keras_parameters = 4010
 
     # x -> LSTM -> last_h -> RepeatVector(T) -> LSTM -> last_h -> RepeatVector(T) -> Dense
@@ -67,6 +63,7 @@ class ReturnSequences(TwoLayers):
 
     name = "return_sequences"
     tutorial_model = 3
+    packs = True
     keras_parameters = 4010
 
     # x -> LSTM -> all_h -> LSTM -> all_h2 -> TimeDistributed(Dense)
@@ -81,6 +78,7 @@ class ReturnState(TwoLayers):
 
     name = "return_state"
     tutorial_model = 4
+    packs = True
     keras_parameters = 4010
 
     # x -> LSTM -> last_h -> RepeatVector(T) -> LSTM(initial_state=final) -> all_h2 -> TimeDistributed(Dense)
@@ -95,6 +93,7 @@ class BothOutputs(TwoLayers):
 
     name = "both_outputs"
     tutorial_model = 5
+    packs = True
     keras_parameters = 4010
 
     # x -> LSTM -> all_h -> LSTM(initial_state=final) -> all_h2 -> TimeDistributed(Dense)
