@@ -26,6 +26,7 @@ import time
 from pathlib import Path
 
 from seqrev.catalog import compose
+from seqrev.config import device
 
 
 def seqrev_fit(cfg) -> tuple[float, int]:
@@ -49,13 +50,6 @@ def seqrev_fit(cfg) -> tuple[float, int]:
     return timer.seconds, trainer.global_step
 
 
-def device_of(cfg) -> str:
-    """The device seqrev's Trainer trains on for this config: the plain loop must use the same one."""
-    from seqrev.config import device
-
-    return device(cfg.trainer.accelerator)
-
-
 def plain_fit(cfg) -> tuple[float, int]:
     """The floor: the same model class, batches and optimiser in a plain loop, validation each epoch,
     on the same device as seqrev's."""
@@ -71,14 +65,14 @@ def plain_fit(cfg) -> tuple[float, int]:
     datamodule, model = instantiate(cfg.data), instantiate(cfg.model)
     clip = cfg.trainer.get("gradient_clip_val")
     datamodule.prepare()
-    device = device_of(cfg)
-    model.to(device)
+    on = device(cfg.trainer.accelerator)  # where seqrev's Trainer trains: the plain loop uses the same device
+    model.to(on)
     optimizer, scheduler = model.configure_optimizers(), None
     if isinstance(optimizer, dict):  # with a learning-rate schedule: stepped once an epoch, as seqrev does
         optimizer, scheduler = optimizer["optimizer"], optimizer["lr_scheduler"]["scheduler"]
-    train_split = tuple(t.to(device) for t in datamodule.train)
+    train_split = tuple(t.to(on) for t in datamodule.train)
     batches = Batches(*train_split, datamodule.batch_size, shuffle=True, generator=datamodule.shuffle_generator)
-    val_inputs, val_targets = (t.to(device) for t in datamodule.val)
+    val_inputs, val_targets = (t.to(on) for t in datamodule.val)
     steps = 0
     started = time.perf_counter()
     for _ in range(cfg.trainer.max_epochs):
@@ -143,7 +137,7 @@ def reference_fit(cfg, scratch: Path) -> tuple[float, int]:
     train = DataLoader(TensorDataset(*datamodule.train), batch_size=datamodule.batch_size, shuffle=True)
     val = DataLoader(TensorDataset(*datamodule.val), batch_size=datamodule.batch_size)
     timer = TrainingTimer()
-    trainer = Trainer(max_epochs=cfg.trainer.max_epochs, accelerator=device_of(cfg), devices=1,
+    trainer = Trainer(max_epochs=cfg.trainer.max_epochs, accelerator=device(cfg.trainer.accelerator), devices=1,
                       enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
                       gradient_clip_val=cfg.trainer.get("gradient_clip_val"),
                       logger=TensorBoardLogger(scratch), default_root_dir=scratch, callbacks=[timer])
@@ -156,6 +150,18 @@ PER_BATCH_CALLBACK = ("+callbacks.clock._target_=lightning.pytorch.callbacks.Tim
                       "+callbacks.clock.duration=99:00:00:00")  # checks the clock after every batch
 
 
+def interleaved(paths: list[str], repeats: int, measure) -> dict[str, list[float]]:
+    """`measure(path, repeat)` of every path in `repeats` rounds, each path first in turn so machine noise
+    hits all of them; a round before them warms every path up and is not counted."""
+    measured: dict[str, list[float]] = {path: [] for path in paths}
+    for repeat in range(-1, repeats):
+        for path in paths[repeat % len(paths):] + paths[:repeat % len(paths)]:
+            value = measure(path, repeat)
+            if repeat >= 0:
+                measured[path].append(value)
+    return measured
+
+
 def per_step(wirings: list[str], timesteps: list[int], epochs: int, repeats: int, quick: bool,
              extra_overrides: list[str] = ()) -> list[dict]:
     """Per-step time of each of PATHS, and each one's ratio against the plain loop of the same repeat."""
@@ -164,19 +170,17 @@ def per_step(wirings: list[str], timesteps: list[int], epochs: int, repeats: int
     with tempfile.TemporaryDirectory() as scratch:
         for wiring in wirings:
             for t in timesteps:
-                ms: dict[str, list[float]] = {path: [] for path in PATHS}
-                for repeat in range(-1, repeats):  # repeat -1 warms every path up and is not counted
-                    order = PATHS[repeat % len(PATHS):] + PATHS[:repeat % len(PATHS)]  # each path first in turn
-                    for path in order:
-                        cfg = compose([f"model={wiring}", f"data.timesteps={t}", f"trainer.max_epochs={epochs}",
-                                       f"paths.output_dir={Path(scratch) / f'{wiring}-{t}-{repeat}-{path}'}", *extra,
-                                       *(PER_BATCH_CALLBACK if path == "per_batch" else ())])
-                        if path == "reference":
-                            seconds, steps = reference_fit(cfg, Path(scratch) / "reference")
-                        else:
-                            seconds, steps = (plain_fit if path == "plain" else seqrev_fit)(cfg)
-                        if repeat >= 0:
-                            ms[path].append(1000 * seconds / steps)
+                def measure(path: str, repeat: int, wiring: str = wiring, t: int = t) -> float:
+                    cfg = compose([f"model={wiring}", f"data.timesteps={t}", f"trainer.max_epochs={epochs}",
+                                   f"paths.output_dir={Path(scratch) / f'{wiring}-{t}-{repeat}-{path}'}", *extra,
+                                   *(PER_BATCH_CALLBACK if path == "per_batch" else ())])
+                    if path == "reference":
+                        seconds, steps = reference_fit(cfg, Path(scratch) / "reference")
+                    else:
+                        seconds, steps = (plain_fit if path == "plain" else seqrev_fit)(cfg)
+                    return 1000 * seconds / steps
+
+                ms = interleaved(list(PATHS), repeats, measure)
                 row = {"wiring": wiring, "timesteps": t, "repeats": repeats, "epochs": epochs}
                 for path in PATHS:
                     row[f"{path}_ms_per_step"] = statistics.median(ms[path])

@@ -17,7 +17,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from seqrev.bench import plain_fit, seqrev_fit
+from seqrev.bench import interleaved, plain_fit, seqrev_fit
 from seqrev.catalog import TUTORIAL_WIRINGS, compose
 
 
@@ -46,20 +46,18 @@ def per_model_step(wiring: str, timesteps: int, sizes: list[int], epochs: int, r
     base = [f"model={wiring}", f"data.timesteps={timesteps}", f"trainer.max_epochs={epochs}",
             "callbacks.early_stopping.patience=1000"]  # every member trains every epoch: equal work
     paths = ["job", "plain", *(f"pack{k}" for k in sizes)]
-    ms: dict[str, list[float]] = {path: [] for path in paths}
     layouts = {}
     with tempfile.TemporaryDirectory() as scratch:
-        for repeat in range(-1, repeats):  # repeat -1 warms every path up and is not counted
-            order = paths[repeat % len(paths):] + paths[:repeat % len(paths)]  # each path first in turn
-            for path in order:
-                folder = Path(scratch) / f"{repeat}-{path}"
-                if path.startswith("pack"):
-                    seconds, steps, layouts[path] = pack_fit(base, wiring, int(path[4:]), folder)
-                else:
-                    cfg = compose([*base, f"paths.output_dir={folder}"])
-                    seconds, steps = (seqrev_fit if path == "job" else plain_fit)(cfg)
-                if repeat >= 0:
-                    ms[path].append(1000 * seconds / steps)
+        def measure(path: str, repeat: int) -> float:
+            folder = Path(scratch) / f"{repeat}-{path}"
+            if path.startswith("pack"):
+                seconds, steps, layouts[path] = pack_fit(base, wiring, int(path[4:]), folder)
+            else:
+                cfg = compose([*base, f"paths.output_dir={folder}"])
+                seconds, steps = (seqrev_fit if path == "job" else plain_fit)(cfg)
+            return 1000 * seconds / steps
+
+        ms = interleaved(paths, repeats, measure)
     rows = []
     for path in paths:
         row = {"wiring": wiring, "timesteps": timesteps, "path": path, "layout": layouts.get(path, ""),
