@@ -11,11 +11,8 @@ from seqrev.results import RunResults
 def fit(*overrides: str) -> RunResults:
     """Train one run, as `python -m seqrev.train OVERRIDES...` would, and return its results.json.
 
-    The same preparation (checks up front, `resume=RUN` expanded and refused as there), Hydra's own run
-    with the same composed config and run folder (`outputs/runs/<time>_<name>` or `hydra.run.dir=...`,
-    `.hydra/` and `train.log` in it) and the same job. Failures raise the error the command line would
-    have said in one sentence (`ConfigError`, `RunDirError`, ...); a run that started records it in its
-    results.json, as there.
+    The same checks, `resume=` handling, Hydra run, folder and job; failures raise the error the command
+    line would have said in one sentence (`ConfigError`, `RunDirError`, ...), recorded as there.
     """
     from hydra.core.hydra_config import HydraConfig
 

@@ -1,10 +1,9 @@
-"""seqrev's configs without importing torch: which wirings have one (one YAML each in `conf/model/`),
-what each wiring's class declares, and the train config composed outside a run.
+"""seqrev's configs without importing torch: the wirings that have one (`conf/model/NAME.yaml`), what
+each one's class declares, and the train config composed outside a run.
 
-A wiring's name is its config file's name (`model=NAME`); its class says the same in `name`, and
-declares `tutorial_model` (its number among the tutorial's models 1-5) and `packs` (seqrev.models.base).
-Those declarations are read here from the class's source, so that the report and the packed launcher,
-which never import torch, read the one registry the classes are (tests/test_catalog.py checks both ways).
+A class declares `name`, `tutorial_model` and `packs` (seqrev.models.base); they are read here from its
+source, so the report and the packed launcher, which never import torch, read the registry the classes
+are (tests/test_catalog.py checks both ways).
 """
 
 from __future__ import annotations
@@ -13,23 +12,21 @@ import ast
 import functools
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 CONFIG_DIR = Path(str(resources.files("seqrev.conf")))
 """seqrev's configs: the repository's conf/, installed as the package seqrev.conf (see pyproject.toml)."""
 PACKAGE_DIR = Path(__file__).parent
 
 
-@dataclass(frozen=True)
-class Wiring:
+class Wiring(NamedTuple):
     """What a wiring's class declares: its name, its number among the tutorial's models, whether it packs."""
 
     name: str
-    tutorial_model: int | None = None
-    packs: bool = False
+    tutorial_model: int | None
+    packs: bool
 
 
 def declared(source: Path, class_name: str) -> dict[str, Any]:

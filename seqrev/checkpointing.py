@@ -1,11 +1,8 @@
 """Checkpoints: written atomically in their own folder, and laid out as Lightning lays them out.
 
-Lightning's default writes a checkpoint to a temporary file in the *system* temp folder and moves it
-into place; when the run folder is on another filesystem (node-local /tmp, shared output storage)
-the move is a copy onto the destination, and a crash or a full disk during that copy destroys the
-previous good checkpoint and leaves half of the new one. Here the temporary file sits beside the
-destination, is flushed and fsynced, and is renamed over it: at every instant the folder holds
-either the previous complete checkpoint or the new complete one.
+Lightning's default moves a checkpoint into place from the *system* temp folder: across filesystems that
+is a copy, and a crash or a full disk during it destroys the previous checkpoint. Here the temporary file
+sits beside the destination, fsynced, and is renamed over it: the folder always holds a whole checkpoint.
 """
 
 from __future__ import annotations

@@ -9,11 +9,9 @@ import warnings
 from seqrev.errors import storage_problem
 
 
-class _NoAdvertising(logging.Filter):
+def _no_advertising(record: logging.LogRecord) -> bool:
     """Drops Lightning's tips about products (e.g. "💡 Tip: ... litlogger ..."): not about this run."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return "Tip:" not in str(record.msg)
+    return "Tip:" not in str(record.msg)
 
 
 def quiet_lightning() -> None:
@@ -22,9 +20,8 @@ def quiet_lightning() -> None:
     # and file every record, so without this each Lightning message would appear twice.
     logging.getLogger("lightning").handlers.clear()
     for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):
-        logger = logging.getLogger(name)
-        if not any(isinstance(f, _NoAdvertising) for f in logger.filters):
-            logger.addFilter(_NoAdvertising())
+        if _no_advertising not in logging.getLogger(name).filters:
+            logging.getLogger(name).addFilter(_no_advertising)
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")  # torch/Lightning version skew
     warnings.filterwarnings("ignore", message=r".*The `srun` command is available.*")  # seqrev runs Slurm jobs itself
 

@@ -7,10 +7,9 @@
 - `packed`: a sweep's seeds of one cell trained as one model (seqrev.packs), outside Lightning's loop:
   only what a pack reproduces exactly.
 
-A job takes the first engine in that order (packed only under hydra/launcher=packed) that honours
-everything it uses; what the first refused engine does not honour is the one-line reason the console
-gives. The packed launcher asks from the config alone (its process never imports torch); a run asks
-again with its built Trainer and model, whose callbacks' and hooks' classes only the objects show.
+A job takes the first of them (packed only under hydra/launcher=packed) that honours all it uses; the
+console gives what the first refused engine does not honour. The packed launcher asks from the config
+alone (without torch); a run asks again with its Trainer and model, whose classes only the objects show.
 """
 
 from __future__ import annotations
@@ -100,12 +99,12 @@ ANY = None
 PACKED_CALLBACKS = {  # seqrev's own callbacks (conf/callbacks/default.yaml) and the settings a pack reproduces
     "early_stopping": dict(_target_="lightning.pytorch.callbacks.EarlyStopping", monitor=ANY, mode=ANY, patience=ANY,
                            min_delta=ANY, check_finite=ANY, stopping_threshold=ANY, divergence_threshold=ANY,
-                           verbose=ANY, strict=ANY),
+                           verbose=ANY, strict=ANY, check_on_train_epoch_end=ANY),  # a pack validates every epoch
     "model_checkpoint": dict(_target_="lightning.pytorch.callbacks.ModelCheckpoint", dirpath=ANY, filename="best",
                              monitor=ANY, mode=ANY, save_top_k=1, enable_version_counter=False, save_last=False,
-                             verbose=ANY),
+                             verbose=ANY, save_on_train_epoch_end=ANY),
     "last_checkpoint": dict(_target_="lightning.pytorch.callbacks.ModelCheckpoint", dirpath=ANY, filename="last",
-                            monitor=ANY, save_top_k=1, enable_version_counter=False),
+                            monitor=ANY, save_top_k=1, enable_version_counter=False, save_on_train_epoch_end=ANY),
     "epoch_log": dict(_target_="seqrev.callbacks.EpochLog", every_n_epochs=ANY),
     "attention_map": dict(_target_="seqrev.callbacks.AttentionMap", dirpath=ANY, n_examples=ANY),
 }

@@ -1,12 +1,10 @@
-"""A job's lifecycle, the same whichever engine trains it (seqrev.engines): its folder's lock, what it
-does with what the folder already holds, the record of a failure or an interrupt, and the metric a
-sweeper reads. `seqrev.train.job` (every run and ordinary sweep job) and a pack's launcher (each of
-its members, seqrev.packs.launcher) go through these functions and nothing else.
+"""A job's lifecycle, whichever engine trains it: its folder's lock, what it does with what the folder
+holds, the record of a failure or an interrupt, the metric a sweeper reads. `seqrev.train.job` (runs and
+ordinary sweep jobs) and the packed launcher (each member) go through these functions alone.
 
-A sweep run again continues where it stopped: finished jobs are skipped, killed ones resumed from their
-last checkpoint, failed ones run again from scratch. Each job records its own overrides in `job.json`
-when it starts (Hydra rewrites `.hydra/` at every start), so a folder that holds another job than the
-sweep now wants there is refused, never reused.
+A sweep run again continues: finished jobs skipped, killed ones resumed, failed ones run again. Each job
+records its overrides in `job.json` (Hydra rewrites `.hydra/` at every start), so a folder that holds
+another job than the sweep wants there is refused, never reused.
 """
 
 from __future__ import annotations
@@ -17,9 +15,8 @@ import math
 import shutil
 import traceback
 from contextlib import ExitStack
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -34,8 +31,7 @@ JOB_FILE = "job.json"
 log = logging.getLogger("seqrev")
 
 
-@dataclass
-class Claim:
+class Claim(NamedTuple):
     """What a job does with its folder: run, resume (from `resume_from`), skip (finished: its `results`),
     or nothing (refused: another process holds it, it holds another job, or it cannot be written)."""
 

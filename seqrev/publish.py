@@ -50,7 +50,8 @@ def log_to_tensorboard(loggers: list, step: int, results: RunResults, examples: 
 def print_report(results: RunResults, examples: list[Example]) -> None:
     """The tutorial's printout: accuracies in percent, then examples."""
     finish = "stopped early" if results["stopped_early"] else "no early stop"
-    log.info(f"{results['epochs_run']} epoch training finished in {results['fit_seconds']:.1f} s ({finish})")
+    log.info(f"{results['epochs_run']} epoch training finished in {results['fit_seconds']:.1f} s ({finish}); "
+             f"tested: {results['tested']}")
     log.info("PREDICTION ACCURACY (%):")
     log.info(f"Train: {100 * results['train_acc']:.3f}, Test: {100 * results['test_acc']:.3f}")
     log.info("SEQUENCE ACCURACY (%):")

@@ -39,6 +39,7 @@ class RunScores(TypedDict):
     trainable_params: int
     epochs_run: int
     stopped_early: bool
+    tested: str  # which weights the test scores are of
     train_acc: float
     train_seq_acc: float
     val_acc: float

@@ -97,7 +97,8 @@ def set_determinism(deterministic: bool) -> None:
 
 def fit(trainer, model, datamodule, about: RunIdentity, run_dir: Path, resume_from: Path | None) -> float:
     """Train; the wall seconds it took. Ctrl-C leaves `status: interrupted` and the last checkpoint."""
-    announce(log.info, about, model, trainer.max_epochs, trainer.early_stopping_callback, resume_from)
+    announce(log.info, about, model, trainer.max_epochs, trainer.early_stopping_callback, resume_from,
+             max_steps=trainer.max_steps)
     started = time.perf_counter()
     try:
         trainer.fit(model, datamodule=datamodule, ckpt_path=str(resume_from) if resume_from else None)
@@ -113,11 +114,11 @@ def fit(trainer, model, datamodule, about: RunIdentity, run_dir: Path, resume_fr
 
 
 def announce(say: Callable[[str], None], about: RunIdentity, model, max_epochs: int, stopper,
-             resume_from: Path | None, engine: str = "") -> None:
+             resume_from: Path | None, engine: str = "", max_steps: int = -1) -> None:
     """A run's first two console lines: what it trains, and for how long (`engine`: how, when not alone)."""
     say(f"{about['model']}: {model.trainable_params:,} trainable parameters, T={about['timesteps']}, "
         f"{about['n_features']} features, {about['units']} units, seed {about['seed']}{engine}")
-    say(f"training for up to {max_epochs} epochs"
+    say(f"training for up to {max_epochs} epochs" + (f" or {max_steps} steps" if max_steps > 0 else "")
         + (f" with EarlyStopping(monitor={stopper.monitor}, patience={stopper.patience})" if stopper else "")
         + (f", resuming from {resume_from}" if resume_from else "") + " ...")
 
@@ -126,22 +127,30 @@ def score(trainer, model, datamodule, n_examples: int) -> tuple[dict[str, Any], 
     """The trained model's scores (test set through the Trainer, the tutorial's after-training train
     accuracy on every training pair) and its answers to the first `n_examples` test pairs."""
     extra = extra_scalars(trainer)  # read before testing, which starts the logged values afresh
-    if "val" not in model.last_scores:  # resumed after its last epoch (killed while testing): nothing validated
+    validated = "val" in model.last_scores  # not when training ended before any validation, or was resumed
+    if not validated:  # after its last epoch (killed while testing)
         trainer.validate(model, datamodule=datamodule, verbose=False)
     trainer.test(model, datamodule=datamodule, verbose=False)
     stopper = trainer.early_stopping_callback
     scores = final_scores(model, datamodule, model.last_scores["val"], model.last_scores["test"],
                           trainer.current_epoch, bool(stopper and stopper.stopped_epoch > 0),
-                          {**extra, **extra_scalars(trainer)})
+                          {**extra, **extra_scalars(trainer)}, tested(trainer.global_step, validated))
     return scores, test_examples(model, datamodule, n_examples)
 
 
+def tested(global_step: int, validated: bool) -> str:
+    """Which weights a run's test scores are of: always its last (the tutorial's protocol restores no best)."""
+    return f"the weights at the end of training (step {global_step})" + (
+        "" if validated else "; no validation ran during training, so there is no best.ckpt")
+
+
 def final_scores(model, datamodule, val: dict[str, Any], test: dict[str, Any], epochs_run: int,
-                 stopped_early: bool, extra: dict[str, float]) -> dict[str, Any]:
+                 stopped_early: bool, extra: dict[str, float], tested: str) -> dict[str, Any]:
     """What results.json says of a trained model: its validation and test scores as given, and the
     tutorial's after-training accuracy on every training pair (validation tail included)."""
     train = model.evaluate(datamodule.train_full_dataloader())
     return {"trainable_params": model.trainable_params, "epochs_run": epochs_run, "stopped_early": stopped_early,
+            "tested": tested,
             "train_acc": train["acc"], "train_seq_acc": train["seq_acc"],
             "val_acc": float(val["acc"]), "val_loss": float(val["loss"]),
             "test_acc": test["acc"], "test_seq_acc": test["seq_acc"], "test_loss": test["loss"],

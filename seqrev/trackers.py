@@ -1,13 +1,8 @@
 """Experiment trackers beside TensorBoard (conf/logger: csv, mlflow, wandb), each Lightning's own logger.
 
-seqrev adds what Lightning leaves to the application:
-- a logger whose package is an optional extra (mlflow, wandb) and is missing: one sentence before
-  anything runs;
-- a resumed run (`resume=`, a continued sweep job, a Slurm requeue) continues the tracker's run it
-  started (the same MLflow run, the same W&B run id), as recorded in the run folder's `trackers.json`;
-- the run's settings as the tracker's parameters when it starts (results.json's `config`, flattened,
-  and what the run is), and its final results, as in results.json, as `final/<name>` metrics.
-TensorBoard keeps its own HPARAMS tab for both (seqrev.publish).
+seqrev adds what Lightning leaves to the application: a missing optional package said in one sentence
+before anything runs; a resumed run continuing the tracker's run it started (recorded in `trackers.json`);
+the run's settings as parameters and its results as `final/<name>` metrics (TensorBoard: seqrev.publish).
 """
 
 from __future__ import annotations

@@ -1,12 +1,9 @@
 """`python -m seqrev.train`: the command line around one run (seqrev.run) or a sweep of them.
 
-`prepare` checks a command line and expands `resume=`; `launch` hands it to Hydra, with the run's
-folder locked first when the line names it; `JobFunction` is what Hydra calls for each run or sweep
-job, and `job` takes it through its lifecycle (seqrev.lifecycle) to the engine seqrev.engines
-chooses. Under hydra/launcher=packed, a pack's members go through the same lifecycle from the
-launcher (seqrev.packs.launcher). The command line (`cli`) and `seqrev.fit` both go this one way, and
-differ only in how they end: the command line prints one sentence and exits with a status,
-`seqrev.fit` raises and returns results.
+`prepare` checks a command line and expands `resume=`; `launch` hands it to Hydra; `job` takes each run
+or sweep job through its lifecycle (seqrev.lifecycle) to seqrev.run (a pack's members go through the same
+lifecycle from seqrev.packs.launcher). The command line (`cli`) and `seqrev.fit` differ only in how they
+end: one sentence and an exit status, or an exception and the results.
 """
 
 from __future__ import annotations

@@ -11,7 +11,7 @@ import torch
 from seqrev.engines import Job, choose
 from seqrev.models import WIRINGS
 from seqrev.packs.launcher import pack_key
-from seqrev.packs.layers import member_state_dict, pack_models, repack, rows_in, rows_out, split_like
+from seqrev.packs.layers import member_state_dicts, pack_models, repack, rows_in, rows_out, split_like
 from seqrev.packs.recipe import Member, PackRun, train_pack
 from seqrev.results import describe
 
@@ -64,8 +64,8 @@ def test_a_packed_model_computes_each_members_outputs_and_gradients(wiring, cell
                 assert torch.allclose(split_like(packed, parameters[name], grad)[k], parameter.grad, atol=1e-5,
                                       rtol=1e-4), (name, k)
             else:  # the frozen second bias of an LSTM or RNN layer stays frozen, at zero
-                assert grad is None and not member_state_dict(packed, k)[name].any()
-        assert farthest(member_state_dict(packed, k), model.state_dict()) == 0
+                assert grad is None and not member_state_dicts(packed)[k][name].any()
+        assert farthest(member_state_dicts(packed)[k], model.state_dict()) == 0
     if layout == "wide":  # what lies off the members' blocks gets no gradient, so it stays zero
         weight = packed.layer1.weight_hh_l0
         blocks = packed.layer1.join("weight_hh_l0", [torch.ones_like(w) for w in packed.layer1.split("weight_hh_l0",
@@ -81,7 +81,7 @@ def test_a_pack_repacks_to_the_members_that_stay_with_their_weights(before, afte
     packed = pack_models(models, before)
     repack(packed, [3, 1], after)
     for k, kept in enumerate([3, 1]):
-        assert farthest(member_state_dict(packed, k), models[kept].state_dict()) == 0
+        assert farthest(member_state_dicts(packed)[k], models[kept].state_dict()) == 0
     inputs = torch.rand(2, 5, 4, 10)
     outputs = rows_out(packed(rows_in(inputs, after)), 2, after)
     assert torch.allclose(outputs[0], models[3](inputs[0]), atol=1e-6)
@@ -118,7 +118,7 @@ def test_members_start_from_their_own_seeds_weights_and_after_an_epoch_agree_wit
         seed_everything(member.cfg.seed, verbose=False)
         instantiate(member.cfg.data)
         own = instantiate(member.cfg.model)
-        assert farthest(member_state_dict(run.packed, k), own.state_dict()) == 0  # identical, bit for bit
+        assert farthest(member_state_dicts(run.packed)[k], own.state_dict()) == 0  # identical, bit for bit
     run.train()
     run.cleanup()
     for member in pack:

@@ -6,8 +6,10 @@ import signal
 
 import pytest
 import torch
+from hydra.utils import instantiate
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+import seqrev
 from seqrev.run import train
 
 from conftest import ROOT, TINY, compose_config, pause_at, run_cli, start_paused
@@ -81,3 +83,22 @@ def test_bad_training_options_are_one_sentence(tmp_path, args, sentence):
     from seqrev.errors import ConfigError
     with pytest.raises(ConfigError, match=sentence.replace("(", r"\(")):
         validate(compose_config(*args, output_dir=tmp_path))
+
+
+@pytest.mark.parametrize("validation", [(), ("trainer.val_check_interval=0.5",), ("trainer.check_val_every_n_epoch=2",)])
+@pytest.mark.parametrize("max_steps", [4, 9, 14])  # below, at and above one epoch (TINY: 9 batches an epoch)
+def test_max_steps_works_with_the_default_callbacks_and_says_which_weights_were_tested(tmp_path, max_steps,
+                                                                                       validation):
+    cfg = compose_config(*TINY, f"trainer.max_steps={max_steps}", *validation, output_dir=tmp_path)
+    results = train(cfg)
+    validations = {(): max_steps // 9, ("trainer.val_check_interval=0.5",): max_steps // 4,
+                   ("trainer.check_val_every_n_epoch=2",): max_steps // 18}[validation]  # before training stopped
+    last = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)
+    assert results["status"] == "ok" and last["global_step"] == max_steps
+    assert (tmp_path / "checkpoints" / "best.ckpt").is_file() == (validations > 0)
+    assert results["tested"].startswith(f"the weights at the end of training (step {max_steps})")
+    assert ("no validation ran during training" in results["tested"]) == (validations == 0)
+    data = instantiate(cfg.data)
+    data.prepare()
+    tested = seqrev.load(tmp_path, checkpoint="last").evaluate(data.test_dataloader())  # what training ended with
+    assert results["test_acc"] == pytest.approx(tested["acc"], abs=1e-6)

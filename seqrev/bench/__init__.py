@@ -1,18 +1,10 @@
 """`python -m seqrev.bench`: seqrev's training path against a plain PyTorch loop, measured interleaved.
 
-Per step (in one process, interleaved, each path first in turn): (a) seqrev's DataModule,
-LightningModule and Trainer exactly as `seqrev.train` builds them by default, callbacks, logger and
-validation included (batches grouped per Lightning call); (b) the same with a callback that acts on
-every batch (Lightning's `Timer` with a duration), which puts the run on Lightning's own per-batch loop;
-(c) the reference: a LightningModule as a user would write it without seqrev (the same model, a
-DataLoader over a TensorDataset, automatic optimisation, Lightning's default Trainer with logger and
-checkpoints); (d) a plain loop over the same model class, batches, optimiser and a validation pass per
-epoch, the floor every ratio is taken against.
-End to end (whole processes, interleaved): `python -m seqrev.train` for a fixed number of epochs
-against a plain PyTorch script doing the same work, with start-up time and peak memory.
-With `--packed`, packs of seeds (hydra/launcher=packed) instead (seqrev.bench.packed). The command
-line is `seqrev/bench/__main__.py`.
-Machines are noisy: compare the ratios, which are measured in the same run, not absolute times.
+Per step, in one process: seqrev as `seqrev.train` builds it (grouped), the same with a per-batch callback
+(Lightning's own loop), a LightningModule as a user would write it without seqrev, and a plain loop, the
+floor every ratio is taken against; then whole processes (docs/performance.md says what each path does).
+`--packed`: packs of seeds instead (seqrev.bench.packed). Machines are noisy: compare the ratios, which
+are measured in the same run, not absolute times.
 """
 
 from __future__ import annotations

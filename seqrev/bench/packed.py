@@ -1,11 +1,8 @@
 """`python -m seqrev.bench --packed`: packs (hydra/launcher=packed) against ordinary jobs.
 
-Per model-step, in one process, interleaved: a pack of K members trained by seqrev.packs.recipe
-(validation, early-stopping bookkeeping, checkpoints and TensorBoard included), against one ordinary
-seqrev job (Lightning, as `seqrev.train` builds it) and the plain PyTorch loop (seqrev.bench), on the
-same cell. With `--sweeps`, whole sweeps timed back to back as a user runs them: the tutorial's table
-and a 30-seed study of one cell, each with `hydra/launcher=packed` and with `hydra/launcher=joblib`,
-with the peak memory of all their processes together.
+Per model-step, in one process, interleaved: a pack of K members (validation, checkpoints and TensorBoard
+included) against one ordinary job and the plain loop, on one cell. `--sweeps`: the tutorial's table and a
+30-seed study timed back to back, packed and with joblib, with the peak memory of all their processes.
 """
 
 from __future__ import annotations

@@ -1,10 +1,8 @@
 """What every wiring shares: loss, optimiser, metrics and the train / validate / test steps.
 
-A wiring subclass only builds its layers and says in `forward` how they connect. By default a wiring
-is an ordinary LightningModule: one batch per `training_step`, Lightning's automatic optimisation.
-When `seqrev.engines` finds nothing in a run that acts per batch, it switches the model to
-`grouped` steps: each call then receives a group of batches and takes one optimiser step per batch,
-so Lightning's fixed per-call cost is paid once per group rather than once per batch.
+A wiring subclass only builds its layers and says in `forward` how they connect. By default a wiring is
+an ordinary LightningModule (one batch per `training_step`, automatic optimisation); seqrev.engines may
+switch it to `grouped` steps: a group of batches per call, one optimiser step per batch.
 """
 
 from __future__ import annotations

@@ -1,12 +1,9 @@
 """`hydra/launcher=packed`: a sweep's jobs that differ only in their seeds trained as one packed model.
 
 The launcher composes every job's config as Hydra would, asks seqrev.engines which jobs a pack can
-train, groups those that differ only in their seeds (`pack_key`), and runs each pack
-(seqrev.packs.recipe) and each other job (an ordinary job, through Hydra's `run_job`) on one of
-`n_jobs` processes, one thread each. Every member of a pack goes through the job's lifecycle as an
-ordinary job does (seqrev.lifecycle): its folder and `.hydra/` written by Hydra's own `run_job`, its
-lock, the sweep's continuation (finished: skipped; killed: resumed from its checkpoints), its record
-of a failure or an interrupt, and its metric returned to the sweeper.
+train, groups those that differ only in their seeds (`pack_key`), and runs packs (seqrev.packs.recipe)
+and other jobs (through Hydra's `run_job`) on `n_jobs` processes, one thread each. A pack's member goes
+through seqrev.lifecycle as an ordinary job does, its folder and `.hydra/` written by Hydra's `run_job`.
 """
 
 from __future__ import annotations

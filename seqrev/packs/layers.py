@@ -1,22 +1,13 @@
 """K models of one wiring as one: each layer holds every member's weights, and runs them all at once.
 
-The wiring's own `forward` runs unchanged on a pack, because everything it does between layers (take
-the last step, repeat it, pass a final state on) keeps rows and feature blocks apart; only the layers
-must keep each member on its own weights. Two layouts do that, and which is faster depends on size:
-
-- `stacked`: the members' weights stacked, (K, ...), and their batches one after another, (K*B, T, F);
-  every product is one `bmm` over the members, the recurrence a Python loop over steps. Fast when
-  there are many members: the per-operation cost is shared by all of them.
-- `wide`: one layer K times as wide whose weights are block-diagonal (member k's block sees only member
-  k's inputs and units; the other entries are zero and their gradients are masked to zero, so they
-  stay zero under an element-wise optimiser), the members' samples side by side in the features,
-  (B, T, K*F). The recurrence then runs in PyTorch's own fused RNN kernel (oneDNN, cuDNN). Fast for a
-  few members, while the K-fold wider products are still cheap.
-
-Parameters keep the names of the layers they replace, so a member's weights come back under the names
-its own model uses (`member_state_dict`), and so does any tensor shaped like a parameter (its
-optimiser state): `split` and `join` do both ways. `torch.func.vmap` cannot pack these layers: it has
-no batching rule for `aten::lstm` / `aten::gru`.
+The wiring's own `forward` runs unchanged on a pack: what it does between layers keeps rows and feature
+blocks apart, so only the layers must keep each member on its own weights. Two layouts do that:
+- `stacked`: weights (K, ...), batches one after another (K*B, T, F): one `bmm` per product over all
+  members, the recurrence a Python loop. Fast for many members.
+- `wide`: one layer K times as wide, block-diagonal (off-block entries zero, their gradients masked),
+  samples side by side (B, T, K*F): PyTorch's fused RNN kernel runs it. Fast for a few members.
+Parameters keep their layers' names, so a member's weights and optimiser state come back under its own
+model's names (`split`, `join`). `torch.func.vmap` has no batching rule for `aten::lstm` / `aten::gru`.
 """
 
 from __future__ import annotations
@@ -211,11 +202,6 @@ def member_state_dicts(packed: nn.Module) -> list[dict[str, torch.Tensor]]:
             for state, part in zip(members, parts):
                 state[f"{prefix}.{name}"] = part.clone()
     return members
-
-
-def member_state_dict(packed: nn.Module, k: int) -> dict[str, torch.Tensor]:
-    """Member k's weights under the names its own model uses."""
-    return member_state_dicts(packed)[k]
 
 
 def _owner(packed: nn.Module, parameter: nn.Parameter) -> tuple[PackedLayer, str]:

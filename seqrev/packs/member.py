@@ -1,10 +1,8 @@
 """One job of a pack: what its own run would do at each step that is its own, with the run's own code.
 
-A member sets itself up as `seqrev.run.build` would (its own seed, data module, model, callbacks and
-loggers, from its own config), ends each epoch by its own callbacks' rules (seqrev.packs.monitoring),
-and leaves with the results, printout and checkpoints its own run would write (seqrev.run,
-seqrev.checkpointing) or with its failure recorded as its own job's (seqrev.lifecycle). The training
-that members share is the pack's (seqrev.packs.recipe).
+It is built as `seqrev.run.build` builds a run, ends each epoch by its own callbacks' rules
+(seqrev.packs.monitoring), and leaves with what its run would write (seqrev.run, seqrev.checkpointing)
+or its failure recorded as its job's (seqrev.lifecycle). What members share is the pack's.
 """
 
 from __future__ import annotations
@@ -135,7 +133,7 @@ class Member:
     def finish(self, weights: dict[str, torch.Tensor], fit_seconds: float) -> None:
         """Its own run's ending, with the weights it trained to: test and train scores, results.json, the
         trackers' final metrics, the tutorial's printout."""
-        from seqrev.run import final_scores, publish, test_examples
+        from seqrev.run import final_scores, publish, test_examples, tested
 
         self.model.load_state_dict(weights)
         model, data = self.model.cpu().eval(), self.data
@@ -145,7 +143,8 @@ class Member:
         for logger in self.loggers.values():
             logger.log_metrics({**test_metrics, "epoch": self.epochs}, step=self.epochs)
         stopper = self.callbacks.get("early_stopping")
-        scores = final_scores(model, data, self.val, test, self.epochs, bool(stopper and stopper.stopped_epoch > 0), {})
+        scores = final_scores(model, data, self.val, test, self.epochs, bool(stopper and stopper.stopped_epoch > 0), {},
+                              tested(self.global_step, validated=True))
         results = RunResults(**self.about, status="ok", **scores, fit_seconds=round(fit_seconds, 3),
                              resumed=self.resume_from is not None, run_dir=str(self.run_dir))
         with self.writing_to_its_log():

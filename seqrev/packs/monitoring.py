@@ -1,10 +1,8 @@
 """Lightning's EarlyStopping and ModelCheckpoint rules, applied by a pack at each member's epoch end.
 
-A pack trains outside Lightning's loop, so nothing calls these callbacks' hooks; each member still has
-its own instances, made from its config as an ordinary run's are. The pack applies their rules here
-to their own public state, which their `state_dict` then writes into the member's checkpoints in
-Lightning's own layout and `load_state_dict` restores. tests/test_packed.py feeds these rules and
-Lightning's callbacks, in a real Trainer, the same sequences of values and compares where each stops.
+No loop calls these callbacks' hooks in a pack: a member's own instances (from its config) are updated
+here, on their public state, which their `state_dict` saves in Lightning's layout. tests/test_monitoring.py
+checks these rules against the callbacks themselves in a real Trainer.
 """
 
 from __future__ import annotations

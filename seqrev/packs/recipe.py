@@ -1,10 +1,9 @@
 """Training a pack: K jobs of one cell that differ only in their seeds, as one batched model.
 
-Each member (seqrev.packs.member) is the experiment its own job would be: its weights start as its seed
-starts them and are stacked (seqrev.packs.layers), its batches are its own data module's in its own
-shuffled order, and its loss is its own mean, so the summed loss gives each member its own gradient and
-an element-wise optimiser steps each as it would alone. What members share is done here, once for all:
-the batches' forward and backward, the optimiser step, the scores (seqrev.metrics, with a leading member
+Each member (seqrev.packs.member) is the experiment its own job would be: its seed's weights, stacked
+(seqrev.packs.layers), its own batches in its own order, its own mean loss, so the summed loss gives each
+member its own gradient and an element-wise optimiser steps each as it would alone. What members share
+is done here once: forward, backward, the optimiser step, the scores (seqrev.metrics, a leading member
 dimension), the checkpoint writes. A member that stops, diverges or fails leaves; the others go on.
 
 The recipe: `setup` (members, the pack, its optimiser), `train` (epochs), `cleanup` (trackers closed).
