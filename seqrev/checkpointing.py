@@ -51,3 +51,33 @@ def training_checkpoint(model: LightningModule, datamodule: LightningDataModule,
         checkpoint[model.CHECKPOINT_HYPER_PARAMS_NAME] = model._hparams_name
     model.on_save_checkpoint(checkpoint)
     return checkpoint
+
+
+class BackgroundWrites:
+    """Checkpoints written atomically by a thread of their own, in order, each a copy of the state when it
+    was asked for: the disk's waits overlap the work that goes on. `wait` waits for every write asked so
+    far and hands back the owners whose writes failed, each with its first error."""
+
+    def __init__(self) -> None:
+        from concurrent.futures import ThreadPoolExecutor
+
+        self.pool = ThreadPoolExecutor(1, thread_name_prefix="seqrev-checkpoints")
+        self.pending: list[tuple[Any, Any]] = []
+
+    def write(self, owner: Any, checkpoint: dict[str, Any], paths: list[Path]) -> None:
+        import copy
+
+        checkpoint = copy.deepcopy(checkpoint)  # the state now: the work goes on while it is written
+        self.pending += [(owner, self.pool.submit(AtomicCheckpointIO().save_checkpoint, checkpoint, path))
+                         for path in paths]
+
+    def wait(self) -> list[tuple[Any, BaseException]]:
+        failed: dict[Any, BaseException] = {}
+        for owner, write in self.pending:
+            if write.exception() is not None:
+                failed.setdefault(owner, write.exception())
+        self.pending = []
+        return list(failed.items())
+
+    def close(self) -> None:
+        self.pool.shutdown()

@@ -29,20 +29,20 @@ if not OmegaConf.has_resolver("seqrev_padded"):
     OmegaConf.register_new_resolver("seqrev_padded", _padded)
 
 NAMED_IN_RUN_NAME = {"model", "data.timesteps", "model.units", "seed", "size"}
-SWEPT_ENV = "SEQREV_SWEPT"  # the keys a sweep's command line varies, set by seqrev.train.cli for its jobs
+SWEPT = "seqrev_swept"
+"""The keys a sweep's command line varies: a value of each job's Hydra config (`hydra.job.env_set`, so
+it travels with the job to any process or node), given by `seqrev.train.prepare`."""
 
 
 def _swept_settings() -> str:
     """',key=value' for each setting a sweep varies beyond the four every job name shows (model,
     timesteps, units, seed), so that two jobs never differ only by their number: e.g. ',n_train=500'."""
-    import os
-
     from hydra.core.hydra_config import HydraConfig
 
     if not HydraConfig.initialized():
         return ""
     hydra_cfg = HydraConfig.get()
-    swept = {key for key in os.environ.get(SWEPT_ENV, "").split(",") if key}
+    swept = {key for key in str(hydra_cfg.job.env_set.get(SWEPT, "")).split(",") if key}
     swept |= set((OmegaConf.select(hydra_cfg, "sweeper.params", default=None) or {}).keys())
     swept = {key.lstrip("+~") for key in swept} - NAMED_IN_RUN_NAME
     parts = []

@@ -22,11 +22,11 @@ from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
 
 from seqrev.catalog import CONFIG_DIR
-from seqrev.config import SWEPT_ENV
+from seqrev.config import SWEPT
 from seqrev.errors import EXPECTED_ERRORS, ConfigError, describe_error
 from seqrev.preflight import SWEEP_FLAGS, check_command_line, output_folder, swept_keys
 from seqrev.results import RunResults
-from seqrev.rundir import refuse_existing_results, rewrite_argv_for_resume
+from seqrev.rundir import quote, refuse_existing_results, rewrite_argv_for_resume
 
 log = logging.getLogger("seqrev")
 
@@ -34,7 +34,9 @@ log = logging.getLogger("seqrev")
 def prepare(argv: list[str]) -> list[str]:
     """A command line checked (ConfigError, RunDirError in one sentence) and with `resume=` expanded."""
     check_command_line(argv, CONFIG_DIR)
-    os.environ[SWEPT_ENV] = ",".join(swept_keys(argv))  # job folders name what the sweep varies
+    swept = swept_keys(argv)
+    if swept:  # job folders name what the sweep varies
+        argv = [*argv, f"+hydra.job.env_set.{SWEPT}={quote(','.join(swept))}"]
     argv = rewrite_argv_for_resume(argv)
     refuse_existing_results(argv)
     return argv

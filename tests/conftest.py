@@ -51,7 +51,7 @@ def seqrev_train(monkeypatch, capsys):
     from seqrev.train import cli
 
     def run(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
-        for name in ("HYDRA_FULL_ERROR", "SEQREV_TRACEBACKS", "SEQREV_SWEPT"):
+        for name in ("HYDRA_FULL_ERROR", "SEQREV_TRACEBACKS"):
             monkeypatch.setenv(name, "")  # recorded, so that what cli() sets is undone after the test
             monkeypatch.delenv(name)
         for name, value in (env or {}).items():

@@ -11,28 +11,16 @@ The recipe: `setup` (members, the pack, its optimiser), `train` (epochs), `clean
 
 from __future__ import annotations
 
-import copy
 import logging
 import math
 import time
-from concurrent.futures import Future, ThreadPoolExecutor
-from pathlib import Path
-from typing import Any
 
 import torch
 
+from seqrev.checkpointing import BackgroundWrites
 from seqrev.errors import NonFiniteLossError
 from seqrev.metrics import SequenceScores
-from seqrev.packs.layers import (
-    choose_layout,
-    load_member_optimizer_states,
-    member_optimizer_states,
-    member_state_dicts,
-    pack_models,
-    repack,
-    rows_in,
-    rows_out,
-)
+from seqrev.packs import layers
 from seqrev.packs.member import Member
 
 log = logging.getLogger("seqrev")
@@ -44,8 +32,7 @@ class PackRun:
     def __init__(self, members: list[Member]) -> None:
         self.members, self.active = members, []
         self.isolated = False  # stacked for good, once a member's numbers were not finite in the wide layout
-        self.writes: list[tuple[Member, Future]] = []
-        self.writer = ThreadPoolExecutor(1, thread_name_prefix="seqrev-checkpoints")  # disk waits overlap training
+        self.writer = BackgroundWrites()  # the disk's waits overlap training
 
     def setup(self) -> None:
         """Each member as its own run sets up (a member that cannot start fails alone); the pack, its optimiser
@@ -67,11 +54,11 @@ class PackRun:
         if not self.active:
             return
         self.template = self.active[0].model  # what every member shares: loss, padding, optimiser settings
-        self.layout = choose_layout(len(self.active), self.template.units)
-        self.packed = pack_models([member.model for member in self.active], self.layout).to(self.device).train()
+        self.layout = layers.choose_layout(len(self.active), self.template.units)
+        self.packed = layers.pack_models([member.model for member in self.active], self.layout).to(self.device).train()
         self.optimizer, self.scheduler = self.template.build_optimizer(self.packed)
         if self.active[0].checkpoint is not None:
-            load_member_optimizer_states(self.packed, self.optimizer,
+            layers.load_member_optimizer_states(self.packed, self.optimizer,
                                          [m.checkpoint["optimizer_states"][0] for m in self.active])
             if self.scheduler is not None:
                 self.scheduler.load_state_dict(self.active[0].checkpoint["lr_schedulers"][0])
@@ -100,7 +87,7 @@ class PackRun:
 
     def _forward(self, inputs: torch.Tensor) -> torch.Tensor:
         """Every member's logits (K, N, T, C) for its inputs (K, N, T, C)."""
-        return rows_out(self.packed(rows_in(inputs, self.layout)), len(self.active), self.layout)
+        return layers.rows_out(self.packed(layers.rows_in(inputs, self.layout)), len(self.active), self.layout)
 
     def _train_epoch(self) -> dict[str, torch.Tensor]:
         """Every member's batches in its own shuffled order, one optimiser step per batch; the scores per
@@ -169,32 +156,21 @@ class PackRun:
                 finished.append(member)
                 continue
             if due:
-                split = split or (member_state_dicts(self.packed),
-                                  member_optimizer_states(self.packed, self.optimizer, len(self.active)))
+                split = split or (layers.member_state_dicts(self.packed),
+                                  layers.member_optimizer_states(self.packed, self.optimizer, len(self.active)))
                 schedulers = [self.scheduler.state_dict()] if self.scheduler is not None else []
-                self._write(member, member.training_checkpoint(split[0][k], split[1][k], schedulers,
-                                                               len(self.members)), due)
+                self.writer.write(member, member.training_checkpoint(split[0][k], split[1][k], schedulers,
+                                                                     len(self.members)), due)
             if stop:
                 finished.append(member)
         return finished
 
-    def _write(self, member: Member, checkpoint: dict[str, Any], paths: list[Path]) -> None:
-        """Write a member's checkpoint atomically to each path, in the writer's thread (a copy taken now)."""
-        from seqrev.checkpointing import AtomicCheckpointIO
-
-        checkpoint = copy.deepcopy(checkpoint)  # the state now: training goes on while it is written
-        for path in paths:
-            self.writes.append((member, self.writer.submit(AtomicCheckpointIO().save_checkpoint, checkpoint, path)))
-
     def _failed_writes(self) -> list[Member]:
-        """Wait for every write asked so far; fail the members whose writes failed (as their own job would)."""
-        failed = []
-        for member, write in self.writes:
-            if write.exception() is not None and member not in failed and member.results is None:
-                member.fail(write.exception())
-                failed.append(member)
-        self.writes = []
-        return failed
+        """Wait for every checkpoint asked so far; a member whose could not be written fails, as its job would."""
+        failed = [(member, error) for member, error in self.writer.wait() if member.results is None]
+        for member, error in failed:
+            member.fail(error)
+        return [member for member, _ in failed]
 
     def _leave(self, finished: list[Member]) -> None:
         """The members that finished end as their own runs end (their checkpoints on disk first); the pack
@@ -202,13 +178,13 @@ class PackRun:
         if not finished:
             return
         finished += [member for member in self._failed_writes() if member not in finished]
-        weights = member_state_dicts(self.packed)
+        weights = layers.member_state_dicts(self.packed)
         for k, member in enumerate(self.active):
             if member in finished and member.results is None:  # failed members have theirs already
                 member.finish(weights[k], time.perf_counter() - self.started)
         keep = [k for k, member in enumerate(self.active) if member not in finished]
         if keep:
-            self._repack(keep, "stacked" if self.isolated else choose_layout(len(keep), self.template.units))
+            self._repack(keep, "stacked" if self.isolated else layers.choose_layout(len(keep), self.template.units))
         self.active = [self.active[k] for k in keep]
 
     def _gradients_finite(self) -> bool:
@@ -227,12 +203,12 @@ class PackRun:
 
     def _repack(self, keep: list[int], layout: str) -> None:
         """The pack, its optimiser (state and rate) and its data with only the members `keep`, in `layout`."""
-        states = member_optimizer_states(self.packed, self.optimizer, len(self.active))
+        states = layers.member_optimizer_states(self.packed, self.optimizer, len(self.active))
         old_scheduler = self.scheduler
-        repack(self.packed, keep, layout)
+        layers.repack(self.packed, keep, layout)
         self.layout = layout
         self.optimizer, self.scheduler = self.template.build_optimizer(self.packed)
-        load_member_optimizer_states(self.packed, self.optimizer, [states[k] for k in keep])
+        layers.load_member_optimizer_states(self.packed, self.optimizer, [states[k] for k in keep])
         if old_scheduler is not None:
             self.scheduler.load_state_dict(old_scheduler.state_dict())
         index = torch.tensor(keep, device=self.device)
@@ -242,7 +218,7 @@ class PackRun:
         """Members still training when the pack stopped are failed or interrupted (their checkpoints written
         first); every member's trackers are closed."""
         self._failed_writes()
-        self.writer.shutdown()
+        self.writer.close()
         for member in self.active:
             if member.results is None:
                 member.stopped(error)
