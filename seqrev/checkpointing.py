@@ -54,9 +54,10 @@ def training_checkpoint(model: LightningModule, datamodule: LightningDataModule,
 
 
 class BackgroundWrites:
-    """Checkpoints written atomically by a thread of their own, in order, each a copy of the state when it
-    was asked for: the disk's waits overlap the work that goes on. `wait` waits for every write asked so
-    far and hands back the owners whose writes failed, each with its first error."""
+    """Checkpoints serialised when asked for (once, whatever the number of files), then written atomically
+    by a thread of their own, in order: the disk's waits overlap the work that goes on, and the thread holds
+    Python's lock only briefly. `wait` waits for every write asked so far and hands back the owners whose
+    writes failed, each with its first error."""
 
     def __init__(self) -> None:
         from concurrent.futures import ThreadPoolExecutor
@@ -65,10 +66,12 @@ class BackgroundWrites:
         self.pending: list[tuple[Any, Any]] = []
 
     def write(self, owner: Any, checkpoint: dict[str, Any], paths: list[Path]) -> None:
-        import copy
+        import io
 
-        checkpoint = copy.deepcopy(checkpoint)  # the state now: the work goes on while it is written
-        self.pending += [(owner, self.pool.submit(AtomicCheckpointIO().save_checkpoint, checkpoint, path))
+        buffer = io.BytesIO()
+        torch.save(checkpoint, buffer)  # the state now: the work goes on while it is written
+        data = buffer.getvalue()
+        self.pending += [(owner, self.pool.submit(atomic_write, path, lambda handle: handle.write(data)))
                          for path in paths]
 
     def wait(self) -> list[tuple[Any, BaseException]]:

@@ -98,7 +98,7 @@ class Member:
                  f", trained in a pack of {pack_size} (hydra/launcher=packed)")
 
     def end_epoch(self, epoch: int, max_epochs: int, metrics: dict[str, float]) -> tuple[bool, list[Path]]:
-        """An epoch's end in Lightning's order: its scores logged, EpochLog's line, early stopping, then
+        """An epoch's end as an ordinary run's: its scores logged, EpochLog's line, early stopping, then
         best.ckpt and last.ckpt. Whether it stops, and the checkpoint files due now; raises if it diverged."""
         from seqrev.callbacks import epoch_line
         from seqrev.errors import diverged
