@@ -75,12 +75,12 @@ class BackgroundWrites:
                          for path in paths]
 
     def wait(self) -> list[tuple[Any, BaseException]]:
-        failed: dict[Any, BaseException] = {}
+        failed: dict[int, tuple[Any, BaseException]] = {}  # by identity: an owner need not be hashable
         for owner, write in self.pending:
             if write.exception() is not None:
-                failed.setdefault(owner, write.exception())
+                failed.setdefault(id(owner), (owner, write.exception()))
         self.pending = []
-        return list(failed.items())
+        return list(failed.values())
 
     def close(self) -> None:
         self.pool.shutdown()
