@@ -85,7 +85,8 @@ def test_bad_training_options_are_one_sentence(tmp_path, args, sentence):
         validate(compose_config(*args, output_dir=tmp_path))
 
 
-@pytest.mark.parametrize("validation", [(), ("trainer.val_check_interval=0.5",), ("trainer.check_val_every_n_epoch=2",)])
+@pytest.mark.parametrize("validation", [(), ("trainer.val_check_interval=0.5",),
+                                        ("trainer.check_val_every_n_epoch=2",)])
 @pytest.mark.parametrize("max_steps", [4, 9, 14])  # below, at and above one epoch (TINY: 9 batches an epoch)
 def test_max_steps_works_with_the_default_callbacks_and_says_which_weights_were_tested(tmp_path, max_steps,
                                                                                        validation):
