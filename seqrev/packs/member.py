@@ -23,8 +23,6 @@ from seqrev import trackers
 from seqrev.results import RunIdentity, RunResults
 from seqrev.rundir import PACK_STATE, last_checkpoint
 
-log = logging.getLogger("seqrev")
-
 
 @dataclass
 class Member:
