@@ -118,7 +118,7 @@ def test_members_start_from_their_own_seeds_weights_and_after_an_epoch_agree_wit
         seed_everything(member.cfg.seed, verbose=False)
         instantiate(member.cfg.data)
         own = instantiate(member.cfg.model)
-        assert farthest(member_state_dicts(run.packed)[k], own.state_dict()) == 0  # identical, bit for bit
+        assert farthest(member_state_dicts(run.pack.model)[k], own.state_dict()) == 0  # identical, bit for bit
     run.train()
     run.cleanup()
     for member in pack:
@@ -154,8 +154,8 @@ def test_a_member_that_diverges_fails_alone_and_the_others_finish(tmp_path, unit
     pack = members(tmp_path, [0, 1, 2], *SMALL, "trainer.max_epochs=3", f"model.units={units}")
     run = PackRun(pack)
     run.setup()
-    assert run.layout == layout
-    dense = run.packed.output_layer
+    assert run.pack.layout == layout
+    dense = run.pack.model.output_layer
     with torch.no_grad():  # member 1's loss is not finite from its first batch
         weights_of = dense.split("weight", dense.weight.detach().clone())
         weights_of[1] = weights_of[1] + math.inf

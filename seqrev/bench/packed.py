@@ -35,7 +35,7 @@ def pack_fit(overrides: list[str], wiring: str, members: int, scratch: Path) -> 
     run.train()
     seconds = time.perf_counter() - started
     run.cleanup()
-    return seconds, sum(member.global_step for member in pack), run.layout
+    return seconds, sum(member.global_step for member in pack), run.pack.layout
 
 
 def per_model_step(wiring: str, timesteps: int, sizes: list[int], epochs: int, repeats: int) -> list[dict]:

@@ -262,3 +262,56 @@ def rows_out(outputs: torch.Tensor, members: int, layout: Layout) -> torch.Tenso
         return outputs.view(members, -1, *outputs.shape[1:])
     B, T, _ = outputs.shape
     return outputs.view(B, T, members, -1).permute(2, 0, 1, 3)
+
+
+class Pack:
+    """A pack in training: the packed model of K members, its optimiser and schedule, and their layout."""
+
+    def __init__(self, models: list[nn.Module], device: torch.device, optimizer_states: list[dict] | None = None,
+                 schedule: dict | None = None) -> None:
+        self.template = models[0]  # what every member shares: loss, padding, optimiser settings
+        self.members, self.isolated = len(models), False
+        self.layout = choose_layout(self.members, self.template.units)
+        self.model = pack_models(models, self.layout).to(device).train()
+        self._optimize(optimizer_states, schedule)
+
+    def __call__(self, inputs: torch.Tensor) -> torch.Tensor:
+        """Every member's logits (K, N, T, C) for its inputs (K, N, T, C)."""
+        return rows_out(self.model(rows_in(inputs, self.layout)), self.members, self.layout)
+
+    def weights(self) -> list[dict[str, torch.Tensor]]:
+        return member_state_dicts(self.model)
+
+    def optimizer_states(self) -> list[dict]:
+        return member_optimizer_states(self.model, self.optimizer, self.members)
+
+    def finite(self, values: torch.Tensor | None = None) -> bool:
+        """Whether `values` (by default every gradient) are finite, in the wide layout (one host sync), where
+        a member's infinite or NaN numbers would spread to the others through the zeros between their blocks
+        (0 * inf is NaN). If not, the pack is stacked from here on, where each member's numbers stay its own."""
+        if self.layout != "wide":
+            return True
+        if values is None:
+            values = torch.stack([p.grad.sum() for p in self.model.parameters() if p.grad is not None])
+        if bool(torch.isfinite(values).all()):
+            return True
+        self.isolated = True
+        self.keep(list(range(self.members)))
+        return False
+
+    def keep(self, kept: list[int]) -> None:
+        """Only the members `kept` (in that order) from here on, their optimiser state and the schedule's
+        kept, in the layout for their number (stacked for good once isolated)."""
+        states = self.optimizer_states()
+        schedule = self.scheduler.state_dict() if self.scheduler is not None else None
+        self.layout = "stacked" if self.isolated else choose_layout(len(kept), self.template.units)
+        repack(self.model, kept, self.layout)
+        self.members = len(kept)
+        self._optimize([states[k] for k in kept], schedule)
+
+    def _optimize(self, states: list[dict] | None, schedule: dict | None) -> None:
+        self.optimizer, self.scheduler = self.template.build_optimizer(self.model)
+        if states is not None:
+            load_member_optimizer_states(self.model, self.optimizer, states)
+        if schedule is not None and self.scheduler is not None:
+            self.scheduler.load_state_dict(schedule)
