@@ -21,9 +21,7 @@ from typing import Any, Literal, NamedTuple
 from omegaconf import DictConfig, OmegaConf
 
 Engine = Literal["packed", "grouped", "per_batch"]
-ENGINES: tuple[Engine, ...] = ("packed", "grouped", "per_batch")
-LIGHTNING: tuple[Engine, ...] = ("grouped", "per_batch")
-PER_BATCH: tuple[Engine, ...] = ("per_batch",)
+ENGINES, LIGHTNING, PER_BATCH = ("packed", "grouped", "per_batch"), ("grouped", "per_batch"), ("per_batch",)
 
 
 @dataclass
@@ -157,20 +155,14 @@ def _callback_acts_per_batch(job: Job) -> str | None:
     if job.trainer is None:  # asked from the config alone
         return None
     from lightning.pytorch import Callback
-    from lightning.pytorch.callbacks import (
-        GradientAccumulationScheduler,
-        LearningRateMonitor,
-        ModelCheckpoint,
-        StochasticWeightAveraging,
-        Timer,
-    )
+    from lightning.pytorch import callbacks as cb
 
-    idle = {ModelCheckpoint: lambda s: not s.get("every_n_train_steps") and s.get("train_time_interval") is None,
-            LearningRateMonitor: lambda s: s.get("logging_interval") == "epoch",
-            Timer: lambda s: s.get("duration") is None or s.get("interval", "step") == "epoch"}
+    idle = {cb.ModelCheckpoint: lambda s: not s.get("every_n_train_steps") and s.get("train_time_interval") is None,
+            cb.LearningRateMonitor: lambda s: s.get("logging_interval") == "epoch",
+            cb.Timer: lambda s: s.get("duration") is None or s.get("interval", "step") == "epoch"}
     for callback in job.trainer.callbacks:
         name, settings = type(callback).__name__, job.callback_settings.get(id(callback))
-        if isinstance(callback, (StochasticWeightAveraging, GradientAccumulationScheduler)):
+        if isinstance(callback, (cb.StochasticWeightAveraging, cb.GradientAccumulationScheduler)):
             return f"{name} needs Lightning's automatic optimisation"
         hooks = _overridden(callback, Callback, PER_BATCH_HOOKS)
         test = next((test for cls, test in idle.items() if not _overridden(callback, cls, tuple(hooks))), None)

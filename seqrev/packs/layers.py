@@ -32,10 +32,14 @@ def choose_layout(members: int, units: int) -> Layout:
 
 
 class PackedLayer(nn.Module):
-    """A layer of K members; `split` and `join` convert a parameter-shaped tensor to and from the members'."""
+    """A layer of K members; `split` and `join` convert a parameter-shaped tensor to and from the members'.
+    `blocks`: each parameter's (gate groups, rows, columns or None for a bias) in one member."""
 
-    members: int
-    layout: Layout
+    def __init__(self, layers: list[nn.Module], layout: Layout, blocks: dict[str, tuple[int, int, int | None]]):
+        super().__init__()
+        self.layout, self.blocks = layout, blocks
+        self._adopt([dict(layer.named_parameters()) for layer in layers],
+                    {name: p.requires_grad for name, p in layers[0].named_parameters()})
 
     def split(self, name: str, tensor: torch.Tensor) -> list[torch.Tensor]:
         if self.layout == "stacked":
@@ -85,17 +89,14 @@ class PackedRecurrent(PackedLayer):
     returning what `nn.LSTM` / `nn.GRU` / `nn.RNN` do in the layout's shapes (all hidden states, final state)."""
 
     def __init__(self, layers: list[nn.RNNBase], layout: Layout) -> None:
-        super().__init__()
         first = layers[0]
-        self.cell = next(cell for base, cell in CELL_OF.items() if isinstance(first, base))
-        if self.cell == "rnn" and first.nonlinearity != "tanh":
+        cell = next(cell for base, cell in CELL_OF.items() if isinstance(first, base))
+        if cell == "rnn" and first.nonlinearity != "tanh":
             raise ValueError("only tanh RNN layers can be packed")
-        self.layout, self.hidden_size = layout, first.hidden_size
-        gates, units, inputs = GATES[self.cell], first.hidden_size, first.input_size
-        self.blocks = {"weight_ih_l0": (gates, units, inputs), "weight_hh_l0": (gates, units, units),
-                       "bias_ih_l0": (gates, units, None), "bias_hh_l0": (gates, units, None)}
-        self._adopt([dict(layer.named_parameters()) for layer in layers],
-                    {name: p.requires_grad for name, p in first.named_parameters()})
+        gates, units, inputs = GATES[cell], first.hidden_size, first.input_size
+        super().__init__(layers, layout, {"weight_ih_l0": (gates, units, inputs), "weight_hh_l0": (gates, units, units),
+                                          "bias_ih_l0": (gates, units, None), "bias_hh_l0": (gates, units, None)})
+        self.cell, self.hidden_size = cell, units
 
     def forward(self, x: torch.Tensor, hx: tuple[torch.Tensor, torch.Tensor] | torch.Tensor | None = None):
         if self.layout == "wide":
@@ -155,12 +156,8 @@ class PackedLinear(PackedLayer):
     """K dense layers applied at every step, each member's rows (stacked) or features (wide) on its own."""
 
     def __init__(self, layers: list[nn.Linear], layout: Layout) -> None:
-        super().__init__()
-        self.layout = layout
-        first = layers[0]
-        self.blocks = {"weight": (1, first.out_features, first.in_features), "bias": (1, first.out_features, None)}
-        self._adopt([dict(layer.named_parameters()) for layer in layers],
-                    {name: p.requires_grad for name, p in first.named_parameters()})
+        rows, cols = layers[0].out_features, layers[0].in_features
+        super().__init__(layers, layout, {"weight": (1, rows, cols), "bias": (1, rows, None)})
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.layout == "wide":
@@ -215,12 +212,6 @@ def split_like(packed: nn.Module, parameter: nn.Parameter, tensor: torch.Tensor)
     return layer.split(name, tensor)
 
 
-def join_like(packed: nn.Module, parameter: nn.Parameter, tensors: list[torch.Tensor]) -> torch.Tensor:
-    """The members' tensors shaped like one of their parameters, joined as the pack holds that parameter."""
-    layer, name = _owner(packed, parameter)
-    return layer.join(name, tensors)
-
-
 def member_optimizer_states(packed: nn.Module, optimizer: torch.optim.Optimizer, members: int) -> list[dict]:
     """Each member's optimiser state, as an optimiser over its own model would hold it (state shaped like a
     parameter split per member, the rest shared)."""
@@ -234,10 +225,11 @@ def member_optimizer_states(packed: nn.Module, optimizer: torch.optim.Optimizer,
 
 def load_member_optimizer_states(packed: nn.Module, optimizer: torch.optim.Optimizer, states: list[dict]) -> None:
     """A pack's optimiser from its members' own states, in the pack's order of members."""
-    params = optimizer.param_groups[0]["params"]
-    stacked = {index: {key: join_like(packed, params[index], [s["state"][index][key] for s in states])
-                       if torch.is_tensor(value) and value.shape != () else value for key, value in entry.items()}
-               for index, entry in states[0]["state"].items()}
+    params, stacked = optimizer.param_groups[0]["params"], {}
+    for index, entry in states[0]["state"].items():
+        layer, name = _owner(packed, params[index])
+        stacked[index] = {key: layer.join(name, [s["state"][index][key] for s in states])
+                          if torch.is_tensor(value) and value.shape != () else value for key, value in entry.items()}
     optimizer.load_state_dict({"state": stacked, "param_groups": states[0]["param_groups"]})
 
 
