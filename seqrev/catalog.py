@@ -16,9 +16,20 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, NamedTuple
 
-CONFIG_DIR = Path(str(resources.files("seqrev.conf")))
-"""seqrev's configs: the repository's conf/, installed as the package seqrev.conf (see pyproject.toml)."""
 PACKAGE_DIR = Path(__file__).parent
+
+
+def _config_source() -> tuple[Path, str]:
+    """seqrev's configs and Hydra's name for them: the repository's conf/, installed as the package
+    seqrev.conf (pyproject.toml); or, where a clone's seqrev/ shadows the installed package (Python run
+    from the clone's root finds the folder first, and it has no conf), the clone's conf/ beside it."""
+    try:
+        return Path(str(resources.files("seqrev.conf"))), "pkg://seqrev.conf"
+    except ModuleNotFoundError:
+        return PACKAGE_DIR.parent / "conf", str(PACKAGE_DIR.parent / "conf")
+
+
+CONFIG_DIR, HYDRA_CONFIG_PATH = _config_source()
 
 
 class Wiring(NamedTuple):

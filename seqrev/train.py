@@ -21,7 +21,7 @@ from hydra.errors import HydraException
 from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
 
-from seqrev.catalog import CONFIG_DIR
+from seqrev.catalog import CONFIG_DIR, HYDRA_CONFIG_PATH
 from seqrev.config import SWEPT
 from seqrev.errors import EXPECTED_ERRORS, ConfigError, describe_error
 from seqrev.preflight import SWEEP_FLAGS, check_command_line, output_folder, swept_keys
@@ -54,7 +54,7 @@ def launch(argv: list[str], task: JobFunction | None = None) -> None:
             held.enter_context(run_folder_lock(folder))
         saved, sys.argv = sys.argv, argv  # Hydra reads its command line from sys.argv: the one place it is set
         try:
-            main = hydra.main(version_base="1.3", config_path="pkg://seqrev.conf", config_name="train")
+            main = hydra.main(version_base="1.3", config_path=HYDRA_CONFIG_PATH, config_name="train")
             main(task or JobFunction())()
         finally:
             sys.argv = saved

@@ -32,3 +32,21 @@ def test_what_the_catalog_reads_without_torch_is_what_each_class_declares():
         assert (wiring.tutorial_model, wiring.packs) == (cls.tutorial_model, cls.packs), name
     assert [WIRINGS[name].tutorial_model for name in TUTORIAL_WIRINGS] == [1, 2, 3, 4, 5]
     assert not WIRINGS["attention"].packs and WIRINGS["return_state"].packs
+
+
+def test_a_clone_whose_seqrev_shadows_the_installed_package_finds_the_clones_configs(monkeypatch):
+    """From a clone's root Python imports the clone's seqrev/, which has no conf: its configs are the
+    clone's conf/ beside it, handed to Hydra as a folder (ci/wheel-check runs it for real)."""
+    from importlib import resources
+
+    import seqrev.catalog as catalog
+
+    assert catalog._config_source()[1] == "pkg://seqrev.conf"
+
+    def not_installed(package: str):
+        raise ModuleNotFoundError(f"No module named {package!r}")
+
+    monkeypatch.setattr(resources, "files", not_installed)
+    folder, hydra_path = catalog._config_source()
+    assert hydra_path == str(folder) and (folder / "train.yaml").is_file()
+    assert (folder / "model" / "both_outputs.yaml").read_text() == (CONF / "model" / "both_outputs.yaml").read_text()
