@@ -20,6 +20,8 @@ from typing import Any, Literal, NamedTuple
 
 from omegaconf import DictConfig, OmegaConf
 
+from seqrev.errors import RunDirError
+
 Engine = Literal["packed", "grouped", "per_batch"]
 ENGINES, LIGHTNING, PER_BATCH = ("packed", "grouped", "per_batch"), ("grouped", "per_batch"), ("per_batch",)
 
@@ -185,11 +187,14 @@ def _module_takes_the_step(job: Job) -> str | None:
 FEATURES: tuple[Feature, ...] = (
     Feature("a wiring whose class does not pack (the decoders, yours)", LIGHTNING, _wiring_does_not_pack),
     Feature("`resume=` (it continues one run)", LIGHTNING,
-            lambda job: "resume= continues one run" if job.get("resume") else None),
+            lambda job: "resume= continues one run" if job.get("resume") and job.continues != "packed" else None),
     Feature("a job alone in its cell (no other seed to pack with)", LIGHTNING,
             lambda job: "no other job differs from it only in its seed" if job.alone else None),
     Feature("a killed job's checkpoint written by Lightning's loop, to continue", LIGHTNING,
             lambda job: "it continues an ordinary job's run" if job.continues == "lightning" else None),
+    Feature("a checkpoint written by a pack, to continue (alone: a pack of one)", ("packed",),
+            lambda job: "it continues a pack's member, which only a pack trains" if job.continues == "packed"
+            else None),
     Feature("an optimiser other than Adam, AdamW, SGD, RMSprop", LIGHTNING, _optimizer),
     Feature("`scheduler=plateau` (ReduceLROnPlateau)", LIGHTNING,
             lambda job: "ReduceLROnPlateau follows each run's own validation loss, and a pack shares one rate"
@@ -215,16 +220,19 @@ class Choice(NamedTuple):
 
 
 def choose(job: Job, packing: bool = False) -> Choice:
-    """The engine that trains `job` and the one-line reason: under `packing` (hydra/launcher=packed), a pack
-    unless a feature refuses; else grouped Lightning unless a feature refuses; else per-batch Lightning."""
+    """The engine that trains `job` and the one-line reason: under `packing` (hydra/launcher=packed) or to
+    continue a pack's member, a pack unless a feature refuses; else grouped Lightning unless a feature
+    refuses; else per-batch Lightning. RunDirError when none can (a member's checkpoint and a feature only
+    Lightning honours)."""
     refused = ""
-    for engine in ENGINES[0 if packing else 1:]:
+    for engine in ENGINES[0 if packing or job.continues == "packed" else 1:]:
         reason = next((why for feature in FEATURES if engine not in feature.honoured_by
                        for why in [feature.used(job)] if why), None)
         if reason is None:
             return Choice(engine, refused or ("trained in a pack" if engine == "packed" else "nothing acts per batch"))
         refused = refused or reason
-    raise AssertionError("per_batch honours every feature")
+    raise RunDirError(f"it continues a pack's member, which only a pack trains, but {refused}; start a new run "
+                      "instead, or continue it without that setting")
 
 
 def table() -> str:

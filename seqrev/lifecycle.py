@@ -40,12 +40,12 @@ class Claim(NamedTuple):
     resume_from: Path | None = None
 
 
-def claim(held: ExitStack, run_dir: Path, overrides: list[str] | None, packed: bool = False) -> Claim:
+def claim(held: ExitStack, run_dir: Path, overrides: list[str] | None) -> Claim:
     """Take `run_dir`'s lock (seqrev.runlock) for as long as `held` lasts, then decide. A single run (no
     `overrides`) only takes the lock, and a refusal raises. A sweep's job is skipped when it finished,
-    resumed when it was killed or interrupted after a checkpoint (`packed`: a pack continues a pack's
-    member), else run from scratch (a failed job's files cleared); each said in one line, and so is a
-    refusal: another process holds the folder, it holds a job of other overrides, it cannot be written."""
+    resumed when it was killed or interrupted after a checkpoint, else run from scratch (a failed job's
+    files cleared); each said in one line, and so is a refusal: another process holds the folder, it holds
+    a job of other overrides, it cannot be written."""
     from seqrev.runlock import FolderBusy, run_folder_lock
 
     job_file = run_dir / JOB_FILE
@@ -64,10 +64,10 @@ def claim(held: ExitStack, run_dir: Path, overrides: list[str] | None, packed: b
             return Claim("skip", results=read_results(run_dir / FILENAME))
         if status != "failed" and last_checkpoint(run_dir).is_file():
             try:
-                epochs = check_checkpoint(last_checkpoint(run_dir), packed)
+                epochs = check_checkpoint(last_checkpoint(run_dir))
                 log.info(f"resuming from epoch {epochs}: {run_dir}")
                 return Claim("resume", resume_from=run_dir)
-            except RunDirError as cannot:  # killed before a complete checkpoint existed, or a pack's: start again
+            except RunDirError as cannot:  # killed before a complete checkpoint existed: start again
                 log.info(f"starting again: {cannot}")
         clear_run(run_dir)
         atomic_write(job_file, lambda handle: handle.write(json.dumps({"overrides": overrides}).encode()))

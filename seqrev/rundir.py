@@ -7,6 +7,7 @@ the same TensorBoard run and its checkpoints in the same place.
 
 from __future__ import annotations
 
+import shlex
 from pathlib import Path
 
 from seqrev.errors import RunDirError
@@ -56,16 +57,13 @@ def load_checkpoint(path: Path, map_location="cpu") -> dict:
 
 
 PACK_STATE = "seqrev_pack"
-"""The key of a packed member's own training state in its checkpoints (seqrev.pack_training)."""
+"""The key of a packed member's own training state in its checkpoints (seqrev.packs)."""
 
 
-def check_checkpoint(path: Path, packed: bool = False) -> int:
+def check_checkpoint(path: Path) -> int:
     """The number of epochs a training checkpoint holds; RunDirError if it is not one that can be continued
-    here. A pack's member's checkpoint (hydra/launcher=packed) is continued only by a pack (`packed`)."""
+    (Lightning's, with its loops' state, or a pack's member's, with its own)."""
     checkpoint = load_checkpoint(path)
-    if PACK_STATE in checkpoint and not packed:
-        raise RunDirError(f"{path} was written by a pack (hydra/launcher=packed), which alone continues it: run its "
-                          "sweep again with hydra/launcher=packed.")
     loop_state = "loops" if PACK_STATE not in checkpoint else PACK_STATE
     if not {"state_dict", loop_state, "optimizer_states", "epoch"} <= checkpoint.keys():
         raise RunDirError(f"{path} is not a Lightning training checkpoint (no model, loop or optimiser state).")
@@ -90,16 +88,38 @@ def resume_argv(run_dir_arg: str, other_args: list[str]) -> list[str]:
         raise RunDirError(f"resume={run_dir_arg!r}: there is no such directory.")
     if not overrides_file.is_file():
         raise RunDirError(f"resume={run_dir_arg!r} is not a seqrev run directory (it has no .hydra/overrides.yaml).")
+    original = [str(o) for o in yaml.safe_load(overrides_file.read_text()) or [] if not str(o).startswith("resume=")]
     if run_status(run_dir) == "ok":
-        raise RunDirError(f"resume={run_dir_arg!r}: that run already finished (results.json says status ok).")
+        check_longer(run_dir_arg, read_results(run_dir / FILENAME), original, other_args)
     if not last_checkpoint(run_dir).is_file():
         raise RunDirError(f"resume={run_dir_arg!r}: there is no checkpoint to resume from "
                           f"({LAST_CHECKPOINT} is missing; the run stopped before its first epoch ended).")
     check_checkpoint(last_checkpoint(run_dir))
-    original = [str(o) for o in yaml.safe_load(overrides_file.read_text()) or [] if not str(o).startswith("resume=")]
     refuse_instantiation(run_dir_arg, original, other_args)
     original = [o for o in original if o not in other_args]  # what the command line repeats, it says once
     return original + other_args + [f"hydra.run.dir={quote(str(run_dir))}", f"resume={quote(str(run_dir))}"]
+
+
+def check_longer(run_dir_arg: str, results: dict, original: list[str], other_args: list[str]) -> None:
+    """A finished run is continued only to train it longer: RunDirError, saying why and what to type
+    instead, unless it ended by using its whole budget (epochs, or steps) and the command line raises it."""
+    config = results.get("config") or {}
+    epochs, patience = results.get("epochs_run", 0), (config.get("early_stopping") or {}).get("patience")
+    if results.get("stopped_early"):
+        raise RunDirError(f"resume={run_dir_arg!r}: that run finished: early stopping ended it after epoch {epochs}, "
+                          "so more epochs would stop it again at once; for a longer run, start a new one with more "
+                          f"patience: python -m seqrev.train {shlex.join(original)} "
+                          f"callbacks.early_stopping.patience={2 * (patience or 5)}")
+    trainer = config.get("trainer") or {}
+    if (trainer.get("max_steps") or -1) > 0 and epochs < (trainer.get("max_epochs") or epochs):
+        key, used = "max_steps", trainer["max_steps"]  # it ended at its budget of steps
+    else:
+        key, used = "max_epochs", epochs
+    asked = [override_value(a) for a in other_args if a.startswith(f"trainer.{key}=")]
+    if not asked or not asked[-1].isdigit() or int(asked[-1]) <= used:
+        raise RunDirError(f"resume={run_dir_arg!r}: that run finished when it reached trainer.{key}={used}; to "
+                          f"train it longer, raise it: python -m seqrev.train resume={run_dir_arg} "
+                          f"trainer.{key}={2 * used}")
 
 
 def seqrev_targets() -> set[str]:

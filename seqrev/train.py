@@ -1,8 +1,8 @@
 """`python -m seqrev.train`: the command line around one run (seqrev.run) or a sweep of them.
 
 `prepare` checks a command line and expands `resume=`; `launch` hands it to Hydra; `job` takes each run
-or sweep job through its lifecycle (seqrev.lifecycle) to seqrev.run (a pack's members go through the same
-lifecycle from seqrev.packs.launcher). The command line (`cli`) and `seqrev.fit` differ only in how they
+or sweep job through its lifecycle (seqrev.lifecycle) to seqrev.run, or to a pack of one when it continues
+a pack's member (a pack's members go through the same lifecycle from seqrev.packs.launcher). The command line (`cli`) and `seqrev.fit` differ only in how they
 end: one sentence and an exit status, or an exception and the results.
 """
 
@@ -111,7 +111,6 @@ def job(cfg: DictConfig, in_process: bool = False) -> RunResults | None:
 
     from seqrev.console import quiet_storage_errors_in_threads
     from seqrev.lifecycle import claim, record_failure, say_failed
-    from seqrev.run import train
 
     logging.raiseExceptions = False  # a full disk must not turn every later log line into a traceback
     quiet_storage_errors_in_threads()
@@ -126,7 +125,7 @@ def job(cfg: DictConfig, in_process: bool = False) -> RunResults | None:
         if claimed.action == "resume":
             cfg.resume = str(claimed.resume_from)
         try:
-            return train(cfg, model_name)
+            return train_by_its_engine(cfg, model_name)
         except Exception as error:  # noqa: BLE001 - every failure is recorded in results.json
             if isinstance(error, ConfigError) and not sweep:  # nothing ran: leave no half-made folder behind
                 remove_if_only_hydra_files(run_dir)
@@ -139,6 +138,19 @@ def job(cfg: DictConfig, in_process: bool = False) -> RunResults | None:
                 fail(message, status=2 if isinstance(error, EXPECTED_ERRORS) else 1)
             say_failed(message, run_dir)  # the sweep goes on; this job's folder says what went wrong
             return None
+
+
+def train_by_its_engine(cfg: DictConfig, model_name: str | None) -> RunResults:
+    """seqrev.run.train (Lightning's engines), or a pack of one for a run that continues a pack's member."""
+    from seqrev.run import train
+    from seqrev.rundir import PACK_STATE, last_checkpoint, load_checkpoint
+
+    saved = load_checkpoint(last_checkpoint(Path(cfg.resume))) if cfg.get("resume") else None
+    if saved is not None and PACK_STATE in saved:
+        from seqrev.packs.recipe import train_alone
+
+        return train_alone(cfg, model_name, saved)
+    return train(cfg, model_name)
 
 
 def remove_if_only_hydra_files(run_dir: Path) -> None:

@@ -292,18 +292,6 @@ def test_a_pack_trains_padded_tasks_as_their_jobs_do(tmp_path):
         assert farthest(weights(member.run_dir), weights(alone)) < 1e-5
 
 
-def test_resume_of_a_packed_member_on_the_command_line_is_refused_in_one_sentence(tmp_path, seqrev_train):
-    pack = members(tmp_path, [0, 1], *SMALL, "trainer.max_epochs=2")
-    train_pack(pack)
-    job = pack[0].run_dir
-    (job / "results.json").unlink()  # as if it had been killed
-    (job / ".hydra").mkdir()
-    (job / ".hydra" / "overrides.yaml").write_text("- seed=0\n")
-    done = seqrev_train(f"resume={job}")
-    assert done.returncode == 2
-    assert "was written by a pack (hydra/launcher=packed)" in done.stderr and len(done.stderr.splitlines()) == 1
-
-
 def test_packs_are_split_until_every_process_has_work_largest_first():
     from seqrev.packs.launcher import Unit, spread
 

@@ -118,7 +118,7 @@ def test_a_finished_run_is_never_overwritten(tmp_path, seqrev_train):
     again = seqrev_train(*TINY, "trainer.max_epochs=1", f"hydra.run.dir={run_dir}")
     assert again.returncode == 2 and "already holds a run's results.json" in again.stderr
     resumed = seqrev_train(f"resume={run_dir}")
-    assert resumed.returncode == 2 and "already finished" in resumed.stderr
+    assert resumed.returncode == 2 and "that run finished when it reached trainer.max_epochs=1" in resumed.stderr
     assert (run_dir / "results.json").read_text() == before
 
 

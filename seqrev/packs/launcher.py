@@ -220,7 +220,7 @@ def run_pack(hydra_context: HydraContext, config: DictConfig, unit: Unit,
                 continue
             cfg, model_name, job_overrides = ret.return_value
             run_dir = Path(cfg.paths.output_dir)
-            job = claim(held, run_dir, job_overrides, packed=True)
+            job = claim(held, run_dir, job_overrides)
             ret.return_value = metric(cfg, job.results)
             if job.action in ("skip", "refused"):
                 continue

@@ -42,14 +42,18 @@ class Member:
     global_step: int = 0
     val: dict[str, float] = field(default_factory=dict)  # the latest epoch's validation scores
     results: dict[str, Any] | None = None  # its results.json, once it left: ok, failed or interrupted
+    error: BaseException | None = None  # what made it fail
+    alone: bool = False  # a single run (a pack of one), whose failure its caller says
 
     @property
     def run_dir(self) -> Path:
         return Path(self.cfg.paths.output_dir)
 
     def say(self, message: str, level: int = logging.INFO) -> None:
-        """A line in this member's own train.log only."""
-        if self.log_file is not None:
+        """A line in this member's own train.log only (alone, the run's log: console and train.log)."""
+        if self.log_file is None:
+            logging.getLogger("seqrev").log(level, message)
+        else:
             self.log_file.handle(logging.LogRecord("seqrev", level, __file__, 0, message, None, None))
 
     @contextmanager
@@ -141,7 +145,8 @@ class Member:
         for logger in self.loggers.values():
             logger.log_metrics({**test_metrics, "epoch": self.epochs}, step=self.epochs)
         stopper = self.callbacks.get("early_stopping")
-        scores = final_scores(model, data, self.val, test, self.epochs, bool(stopper and stopper.stopped_epoch > 0), {},
+        val = self.val or model.evaluate(data.val_dataloader())  # resumed after its last epoch's checkpoint
+        scores = final_scores(model, data, val, test, self.epochs, bool(stopper and stopper.stopped_epoch > 0), {},
                               tested(self.global_step, validated=True))
         results = RunResults(**self.about, status="ok", **scores, fit_seconds=round(fit_seconds, 3),
                              resumed=self.resume_from is not None, run_dir=str(self.run_dir))
@@ -155,11 +160,13 @@ class Member:
         from seqrev.lifecycle import record_failure, say_failed
 
         message = record_failure(self.cfg, error, self.model_name)
+        self.results, self.error = {"status": "failed"}, error
+        if self.alone:  # its run says it, as an ordinary run's failure
+            return
         with self.writing_to_its_log():
             say_failed(message, self.run_dir)
         if not isinstance(error, EXPECTED_ERRORS):
             self.say(traceback.format_exc(), logging.ERROR)
-        self.results = {"status": "failed"}
 
     def stopped(self, error: BaseException | None) -> None:
         """The pack stopped while this member was still training: interrupted (Ctrl-C), or failed."""

@@ -14,14 +14,18 @@ from __future__ import annotations
 import logging
 import math
 import time
+from pathlib import Path
+from typing import Any
 
 import torch
+from omegaconf import DictConfig
 
 from seqrev.checkpointing import BackgroundWrites
 from seqrev.errors import NonFiniteLossError
 from seqrev.metrics import SequenceScores
 from seqrev.packs import layers
 from seqrev.packs.member import Member
+from seqrev.results import RunResults
 
 log = logging.getLogger("seqrev")
 
@@ -73,7 +77,7 @@ class PackRun:
             train = self._train_epoch()
             val = self._score(*self.data["val"])
             finished = self._end_epoch(epoch, learning_rate, train, val)
-            if every and ((epoch + 1) % every == 0 or finished):
+            if every and len(self.members) > 1 and ((epoch + 1) % every == 0 or finished):
                 self._say(f"epoch {epoch + 1}/{self.max_epochs}, {len(self.active) - len(finished)} training, "
                           f"val/loss {val['loss'].min():.4f}..{val['loss'].max():.4f}")
             self._leave(finished)
@@ -210,3 +214,21 @@ def train_pack(members: list[Member]) -> None:
             return
         raise
     run.cleanup()
+
+
+def train_alone(cfg: DictConfig, model_name: str | None, saved: dict[str, Any]) -> RunResults:
+    """A single run that continues a pack's member (`saved`: its checkpoint), which only a pack trains: as
+    a pack of one, ending as seqrev.run.train ends (its results; what made it fail raised)."""
+    from seqrev.engines import Job, choose
+    from seqrev.results import describe
+
+    choose(Job(cfg, model_name, continues="packed"))  # RunDirError when a pack cannot train it
+    member = Member(cfg, model_name, describe(cfg, model_name), Path(cfg.resume), saved, alone=True)
+    try:
+        train_pack([member])
+    except KeyboardInterrupt:  # as Lightning ends a run on Ctrl-C, its interrupt recorded
+        log.info(f"interrupted: continue with: python -m seqrev.train resume={member.run_dir}")
+        raise SystemExit(1) from None
+    if member.error is not None:
+        raise member.error
+    return member.results

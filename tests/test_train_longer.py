@@ -1,0 +1,113 @@
+"""`resume=RUN trainer.max_epochs=N` trains a finished run longer: in its own folder, TensorBoard run and
+tracker run, to the numbers of a run that was given N epochs from the start; a run that cannot go on is
+refused in one sentence that says what to type instead. Pack members' folders too (a pack of one)."""
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from seqrev.errors import RunDirError
+from seqrev.rundir import rewrite_argv_for_resume
+
+from conftest import SCORES, SMALL, TINY
+
+
+def finished_folder(folder: Path, overrides: list[str], **results) -> Path:
+    """A run folder as a finished run leaves it: its overrides and its results.json (no checkpoint needed:
+    a refusal is decided before it is read)."""
+    (folder / ".hydra").mkdir(parents=True)
+    (folder / ".hydra" / "overrides.yaml").write_text("".join(f"- {o}\n" for o in overrides))
+    config = {"trainer": {"max_epochs": 10, "max_steps": -1}, "early_stopping": {"patience": 5}}
+    (folder / "results.json").write_text(json.dumps({"status": "ok", "epochs_run": 10, "stopped_early": False,
+                                                     "config": config, **results}))
+    return folder
+
+
+def refused(folder: Path, *more: str) -> str:
+    with pytest.raises(RunDirError) as refusal:
+        rewrite_argv_for_resume(["seqrev.train", f"resume={folder}", *more])
+    assert len(str(refusal.value).splitlines()) == 1
+    return str(refusal.value)
+
+
+def test_a_run_that_stopped_early_is_refused_with_the_command_for_a_new_run(tmp_path):
+    folder = finished_folder(tmp_path / "run", ["seed=3", "model=return_state"], stopped_early=True, epochs_run=7)
+    said = refused(folder, "trainer.max_epochs=200")
+    assert "early stopping ended it after epoch 7" in said
+    assert "python -m seqrev.train seed=3 model=return_state callbacks.early_stopping.patience=10" in said
+
+
+@pytest.mark.parametrize("more", [(), ("trainer.max_epochs=10",), ("trainer.max_epochs=4",),
+                                  ("trainer.max_steps=99",)])
+def test_a_run_that_used_its_epochs_needs_a_larger_maximum(tmp_path, more):
+    said = refused(finished_folder(tmp_path / "run", ["seed=0"]), *more)
+    assert "reached trainer.max_epochs=10" in said and f"resume={tmp_path / 'run'} trainer.max_epochs=20" in said
+
+
+def test_a_run_that_used_its_steps_needs_a_larger_step_budget(tmp_path):
+    folder = finished_folder(tmp_path / "run", ["trainer.max_steps=30"], epochs_run=3,
+                             config={"trainer": {"max_epochs": 100, "max_steps": 30}})
+    assert "reached trainer.max_steps=30" in refused(folder, "trainer.max_epochs=200")
+    assert "trainer.max_steps=60" in refused(folder, "trainer.max_steps=30")
+
+
+def scalars(run_dir: Path, tag: str) -> list[int]:
+    events = EventAccumulator(str(run_dir)).Reload()
+    return [event.step for event in events.Scalars(tag)]
+
+
+def test_a_finished_run_trains_longer_to_the_numbers_of_the_longer_run(tmp_path, seqrev_train):
+    run = tmp_path / "run"
+    assert seqrev_train(*SMALL, "trainer.max_epochs=2", f"hydra.run.dir={run}").returncode == 0
+    first = json.loads((run / "results.json").read_text())
+    longer = seqrev_train(f"resume={run}", "trainer.max_epochs=4")
+    assert longer.returncode == 0, longer.stderr[-2000:]
+    assert seqrev_train(*SMALL, "trainer.max_epochs=4", f"hydra.run.dir={tmp_path / 'four'}").returncode == 0
+    results, four = (json.loads((d / "results.json").read_text()) for d in (run, tmp_path / "four"))
+    assert results["resumed"] is True and results["epochs_run"] == 4 and first["epochs_run"] == 2
+    for key in SCORES:
+        assert results[key] == pytest.approx(four[key], abs=1e-6), key
+    assert scalars(run, "val/loss") == scalars(tmp_path / "four", "val/loss")  # one TensorBoard run, each epoch once
+    assert not list(run.glob("version_*")) and not list(run.glob("*/events.out.tfevents*"))
+    assert "Traceback" not in longer.stderr
+
+
+def test_a_packed_members_folder_trains_longer_as_a_pack_of_one(tmp_path, seqrev_train):
+    sweep = tmp_path / "sweep"
+    line = ("-m", "hydra/launcher=packed", "hydra.launcher.n_jobs=1", "seed=0,1", *SMALL)
+    assert seqrev_train(*line, "trainer.max_epochs=2", f"hydra.sweep.dir={sweep}").returncode == 0
+    member = next(sweep.glob("0_*"))
+    longer = seqrev_train(f"resume={member}", "trainer.max_epochs=4")
+    assert longer.returncode == 0, longer.stderr[-2000:]
+    assert "trained in a pack of 1" in longer.stdout
+    alone = seqrev_train(*SMALL, "seed=0", "trainer.max_epochs=4", f"hydra.run.dir={tmp_path / 'alone'}")
+    assert alone.returncode == 0
+    results, expected = (json.loads((d / "results.json").read_text()) for d in (member, tmp_path / "alone"))
+    assert results["resumed"] is True
+    for key in SCORES:
+        assert results[key] == pytest.approx(expected[key], abs=1e-5), key
+    last = {d: torch.load(d / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+            for d in (member, tmp_path / "alone")}
+    assert max((last[member][k] - last[tmp_path / "alone"][k]).abs().max().item() for k in last[member]) < 1e-5
+    assert scalars(member, "val/loss") == [0, 1, 2, 3]
+    again = seqrev_train(*line, "trainer.max_epochs=2", f"hydra.sweep.dir={sweep}")  # the sweep as it was asked
+    assert again.returncode == 0 and "skipped (finished)" in again.stdout
+    assert json.loads((member / "results.json").read_text()) == results
+
+
+def test_a_killed_members_folder_continues_alone_from_its_checkpoint(tmp_path, seqrev_train):
+    sweep = tmp_path / "sweep"
+    line = ("-m", "hydra/launcher=packed", "hydra.launcher.n_jobs=1", "seed=0,1", *TINY, "trainer.max_epochs=3",
+            "callbacks.early_stopping.patience=100")
+    assert seqrev_train(*line, f"hydra.sweep.dir={sweep}").returncode == 0
+    member = next(sweep.glob("1_*"))
+    finished = json.loads((member / "results.json").read_text())
+    (member / "results.json").unlink()  # as a kill after its last checkpoint leaves it
+    again = seqrev_train(f"resume={member}")
+    assert again.returncode == 0, again.stderr[-2000:]
+    resumed = json.loads((member / "results.json").read_text())
+    for key in SCORES:
+        assert resumed[key] == pytest.approx(finished[key], abs=1e-6), key
