@@ -125,6 +125,12 @@ def _batches(cfg: DictConfig, key: str) -> None:
                           "whole number of batches (e.g. 10).")
 
 
+def _boolean(cfg: DictConfig, key: str) -> None:
+    value = _get(cfg, key)
+    if value is not None and not isinstance(value, bool):
+        raise ConfigError(f"{key}={value!r} is not allowed: it must be true or false.")
+
+
 def _choice(cfg: DictConfig, key: str, allowed: tuple[str, ...]) -> None:
     value = _get(cfg, key)
     if value is not None and value not in allowed:
@@ -178,6 +184,14 @@ def validate(cfg: DictConfig, cuda_available: bool | None = None) -> None:
     if precision is not None and str(precision) not in PRECISIONS:
         raise ConfigError(f"trainer.precision={precision!r} is not allowed: choose one of {', '.join(PRECISIONS)} "
                           "(seqrev's training step does no loss scaling, which 16-bit float would need).")
+    for key in ("deterministic", "enable_model_summary", "enable_progress_bar"):
+        _boolean(cfg, f"trainer.{key}")
+    _integer(cfg, "trainer.num_sanity_val_steps", -1)
+    _integer(cfg, "trainer.log_every_n_steps", 1)
+    devices = _get(cfg, "trainer.devices")
+    if devices != "auto" and not OmegaConf.is_list(devices):
+        _integer(cfg, "trainer.devices", 1)
+    _trainer_options(cfg)
     _integer(cfg, "callbacks.early_stopping.patience", 0)
     accelerator = _get(cfg, "trainer.accelerator")
     if accelerator in ("gpu", "cuda", "auto") and cuda_available is None:
@@ -191,6 +205,49 @@ def validate(cfg: DictConfig, cuda_available: bool | None = None) -> None:
     from seqrev.trackers import check_installed
 
     check_installed(cfg)
+
+
+def _trainer_options(cfg: DictConfig) -> None:
+    """Trainer options beyond seqrev's own (`+trainer.min_epochs=3`): each must be an argument of Lightning's
+    Trainer, and a Trainer built with them and the run's callbacks must accept them. seqrev cannot know
+    their rules: Lightning's refusal is handed on, in one sentence, under the settings' names."""
+    from seqrev.engines import TRAINER_ANY_VALUE, TRAINER_OPTIONS
+
+    trainer = _get(cfg, "trainer") or {}
+    extra = [str(key) for key in trainer if key not in TRAINER_ANY_VALUE | TRAINER_OPTIONS.keys() | {"strategy"}]
+    if not extra:
+        return
+    import difflib
+    import inspect
+    import logging
+    import warnings
+
+    from hydra.utils import instantiate
+    from lightning.pytorch import Trainer
+
+    accepted = set(inspect.signature(Trainer.__init__).parameters) - {"self"}
+    for key in extra:
+        if key in ("callbacks", "logger"):
+            raise ConfigError(f"trainer.{key} is not allowed: seqrev gives the Trainer its {key} from the config "
+                              f"group {key} (e.g. +{key}.NAME._target_=... or {key}=...).")
+        if key not in accepted:
+            close = difflib.get_close_matches(key, sorted(accepted), n=1)
+            raise ConfigError(f"trainer.{key} is not an option of Lightning's Trainer"
+                              + (f"; did you mean trainer.{close[0]}?" if close else "."))
+    disabled = logging.root.manager.disable
+    logging.disable(logging.INFO)  # the Trainer's lines about devices: the run says them
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            callbacks = [instantiate(settings) for settings in (cfg.get("callbacks") or {}).values()]
+            instantiate(cfg.trainer, callbacks=callbacks, logger=False, _convert_="all")
+    except Exception as error:  # noqa: BLE001 - Lightning's or Python's refusal, said in one sentence
+        given = ", ".join(f"trainer.{key}={trainer[key]!r}" for key in extra)
+        cause = error.__cause__ or error  # Hydra's instantiate wraps what the Trainer raised
+        said = " ".join(str(cause).split()).rstrip(".") or type(cause).__name__
+        raise ConfigError(f"{given} is not allowed: Lightning's Trainer refused it ({said}).") from None
+    finally:
+        logging.disable(disabled)
 
 
 def _require_bfloat16_rnn_on_cuda(cell: str) -> None:

@@ -27,6 +27,8 @@ def check_command_line(argv: list[str], config_dir: Path) -> None:
                           "re-launches the whole sweep in every process); run the sweep with "
                           "hydra/launcher=joblib, or several single trainer=ddp runs.")
     check_keys(args, config_dir)
+    if SWEEP_FLAGS & set(argv):
+        check_launcher(args, config_dir)
     check_writable(argv)
 
 
@@ -181,3 +183,53 @@ def _all_keys(cfg: DictConfig, prefix: str = "") -> list[str]:
         if isinstance(child, DictConfig) and not child._is_missing() and not child._is_none():
             keys.extend(_all_keys(child, full + "."))
     return keys
+
+
+WHOLE_NUMBERS = {"timeout_min": 1, "nodes": 1, "tasks_per_node": 1, "cpus_per_task": 1, "mem_gb": 1,
+                 "array_parallelism": 1, "gpus_per_node": 0, "max_num_timeout": 0, "signal_delay_s": 0}
+"""The whole-number settings of conf/hydra/launcher/slurm.yaml (submitit's), and the least each may be."""
+
+
+def check_launcher(args: list[str], config_dir: Path) -> None:
+    """A sweep's launcher settings (`hydra/launcher=`, `hydra.launcher.KEY=`), before Hydra makes the sweep's
+    folder: the packed launcher's and slurm.yaml's numbers by seqrev's rules; joblib's by joblib itself,
+    whose refusal is handed on under the settings' names."""
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    from seqrev.catalog import compose
+
+    launcher_args = [a for a in args if a.lstrip("+~").startswith(("hydra/launcher=", "hydra.launcher."))]
+    if not launcher_args:
+        return
+    given = " ".join(a for a in launcher_args if "hydra.launcher." in a)
+    try:
+        line = [*launcher_args, *(a for a in args if a.startswith("hydra.searchpath="))]
+        launcher = compose(line, config_dir, with_hydra=True).hydra.launcher
+    except (HydraException, OmegaConfBaseException) as error:
+        cause = error.__cause__ or error
+        raise ConfigError(f"{given or launcher_args[0]} is not allowed: "
+                          f"{' '.join(str(cause).split()[:40]).split(' full_key:')[0]}.") from None
+    target = str(launcher.get("_target_"))
+    settings = {str(key): value for key, value in launcher.items() if key != "_target_"}
+    if target.endswith("PackedLauncher"):
+        n_jobs = settings.get("n_jobs")
+        if n_jobs is not None and (isinstance(n_jobs, bool) or not isinstance(n_jobs, int) or n_jobs in (0, -2)
+                                   or n_jobs < -1):
+            raise ConfigError(f"hydra.launcher.n_jobs={n_jobs!r} is not allowed: give a whole number of processes, at "
+                              "least 1, or -1 (or null) for one per core.")
+    elif target.endswith("SlurmLauncher"):
+        for key, least in WHOLE_NUMBERS.items():
+            value = settings.get(key)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < least):
+                raise ConfigError(f"hydra.launcher.{key}={value!r} is not allowed: it must be a whole number of at "
+                                  f"least {least}.")
+    elif target.endswith("JoblibLauncher"):
+        import inspect
+
+        from joblib import Parallel
+
+        try:
+            Parallel(**{k: v for k, v in settings.items() if k in inspect.signature(Parallel).parameters})
+        except Exception as error:  # noqa: BLE001 - joblib's own rules, said in one sentence
+            raise ConfigError(f"{given} is not allowed: joblib refused it ({' '.join(str(error).split())}).") from None

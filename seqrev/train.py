@@ -2,8 +2,9 @@
 
 `prepare` checks a command line and expands `resume=`; `launch` hands it to Hydra; `job` takes each run
 or sweep job through its lifecycle (seqrev.lifecycle) to seqrev.run, or to a pack of one when it continues
-a pack's member (a pack's members go through the same lifecycle from seqrev.packs.launcher). The command line (`cli`) and `seqrev.fit` differ only in how they
-end: one sentence and an exit status, or an exception and the results.
+a pack's member (a pack's members go through the same lifecycle from seqrev.packs.launcher). The command
+line (`cli`) and `seqrev.fit` differ only in how they end: one sentence and an exit status, or an exception
+and the results.
 """
 
 from __future__ import annotations

@@ -45,6 +45,18 @@ BAD_VALUES = [  # checked in-process on the composed config: milliseconds each
     (["callbacks.early_stopping.patience=-1"], "callbacks.early_stopping.patience=-1 is not allowed"),
     (["seed=-1"], "seed=-1 is not allowed"),
     (["trainer=gpu"], "this machine has no CUDA GPU"),
+    (["trainer.devices=0"], "trainer.devices=0 is not allowed"),
+    (["trainer.deterministic=maybe"], "trainer.deterministic='maybe' is not allowed: it must be true or false"),
+    (["trainer.log_every_n_steps=0"], "trainer.log_every_n_steps=0 is not allowed"),
+    (["+trainer.min_epoch=3"], "trainer.min_epoch is not an option of Lightning's Trainer; did you mean "
+                               "trainer.min_epochs?"),
+    (["+trainer.callbacks=[]"], "trainer.callbacks is not allowed: seqrev gives the Trainer its callbacks"),
+    (["+trainer.max_time=abc"], "trainer.max_time='abc' is not allowed: Lightning's Trainer refused it "
+                                "(`Timer(duration='abc')` is not a valid duration"),
+    (["+trainer.enable_checkpointing=false"], "trainer.enable_checkpointing=False is not allowed: Lightning's Trainer "
+                                              "refused it (Trainer was configured with `enable_checkpointing=False` "
+                                              "but found `ModelCheckpoint` in callbacks list"),
+    (["+trainer.benchmark=1"], "trainer.benchmark=1 is not allowed: Lightning's Trainer refused it"),
 ]
 
 
@@ -67,7 +79,31 @@ BAD_LINES = [  # through the command line as a user types it: exit status 2, one
     (["model.unit=32"], "`model.unit` is not a setting of model=both_outputs; did you mean `model.units`"),
     (["callbacks.x._target_=a.B"], "write `+callbacks.x._target_=...` for a new key"),
     (["resume=/no/such/run"], "there is no such directory"),
+    (["+trainer.max_time=abc"], "trainer.max_time='abc' is not allowed: Lightning's Trainer refused it"),
 ]
+
+
+BAD_SWEEPS = [  # a launcher's settings: refused before Hydra makes the sweep's folder
+    (["hydra/launcher=packed", "hydra.launcher.n_jobs=abc"], "hydra.launcher.n_jobs='abc' is not allowed: give a "
+                                                             "whole number of processes"),
+    (["hydra/launcher=packed", "hydra.launcher.n_jobs=0"], "hydra.launcher.n_jobs=0 is not allowed"),
+    (["hydra/launcher=packed", "hydra.launcher.njobs=2"], "hydra.launcher.njobs=2 is not allowed: Key 'njobs' is not"),
+    (["hydra/launcher=joblib", "hydra.launcher.n_jobs=abc"], "hydra.launcher.n_jobs=abc is not allowed: Value 'abc' of "
+                                                             "type 'str' could not be converted to Integer"),
+    (["hydra/launcher=joblib", "hydra.launcher.backend=nope"], "hydra.launcher.backend=nope is not allowed: joblib "
+                                                               "refused it (Invalid backend: nope"),
+    (["hydra/launcher=slurm", "hydra.launcher.timeout_min=-5"], "hydra.launcher.timeout_min=-5 is not allowed: it "
+                                                                "must be a whole number of at least 1"),
+]
+
+
+@pytest.mark.parametrize("args,sentence", BAD_SWEEPS, ids=[" ".join(a) for a, _ in BAD_SWEEPS])
+def test_a_bad_launcher_or_trainer_setting_ends_a_sweep_in_one_sentence_before_its_folder(tmp_path, seqrev_train,
+                                                                                           args, sentence):
+    sweep = tmp_path / "sweep"
+    done = seqrev_train("-m", *args, "seed=0,1", *TINY, "trainer.max_epochs=1", f"hydra.sweep.dir={sweep}")
+    assert done.returncode == 2 and done.stderr.count("\n") == 1 and sentence in done.stderr, done.stderr[-2000:]
+    assert not sweep.exists()
 
 
 @pytest.mark.parametrize("args,sentence", BAD_LINES, ids=[" ".join(a) for a, _ in BAD_LINES])
