@@ -1,8 +1,11 @@
-"""Checkpoints: written atomically in their own folder, and laid out as Lightning lays them out.
+"""Checkpoints: written atomically in their own folder, off the training thread, and laid out as Lightning
+lays them out.
 
 Lightning's default moves a checkpoint into place from the *system* temp folder: across filesystems that
 is a copy, and a crash or a full disk during it destroys the previous checkpoint. Here the temporary file
 sits beside the destination, fsynced, and is renamed over it: the folder always holds a whole checkpoint.
+The bytes are taken when Lightning asks, and written by a thread of their own, so training goes on while
+the disk syncs.
 """
 
 from __future__ import annotations
@@ -19,18 +22,45 @@ from seqrev.atomic import atomic_write
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
-    """Lightning's checkpoint IO plugin, writing each checkpoint atomically in its own folder."""
+    """Lightning's checkpoint IO plugin, writing each checkpoint atomically in its own folder, in the
+    background (seqrev.checkpointing.BackgroundWrites). Every write asked so far is on disk before a read,
+    a removal, and the Trainer's teardown (the end of fit or test, and Ctrl-C's graceful stop), so what a
+    run writes after training, results.json, comes after its checkpoints. A write that failed leaves the
+    previous file in place and raises at the next save or at teardown, as Lightning's AsyncCheckpointIO does."""
+
+    def __init__(self, background: bool = True) -> None:
+        super().__init__()
+        self.writes = BackgroundWrites() if background else None  # None: each written before training goes on
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options: Any | None = None) -> None:
         if storage_options is not None:
             raise TypeError("AtomicCheckpointIO takes no storage_options")
-        atomic_write(path, lambda handle: torch.save(checkpoint, handle))
+        if self.writes is None:
+            atomic_write(path, lambda handle: torch.save(checkpoint, handle))
+            return
+        self._raise_failure(self.writes.wait(block=False))
+        self.writes.write(self, checkpoint, [Path(path)])
 
     def load_checkpoint(self, path, map_location=None, weights_only: bool | None = None) -> dict[str, Any]:
         """Read with `weights_only=True` whatever the caller asks: a checkpoint from elsewhere never runs code."""
         from seqrev.rundir import load_checkpoint
 
+        self.teardown()
         return load_checkpoint(Path(path), map_location=map_location or (lambda storage, loc: storage))
+
+    def remove_checkpoint(self, path) -> None:
+        self.teardown()
+        super().remove_checkpoint(path)
+
+    def teardown(self) -> None:
+        """Every write asked so far on disk; the first failure raised."""
+        if self.writes is not None:
+            self._raise_failure(self.writes.wait())
+
+    @staticmethod
+    def _raise_failure(failed: list[tuple[Any, BaseException]]) -> None:
+        if failed:
+            raise failed[0][1]
 
 
 def training_checkpoint(model: LightningModule, datamodule: LightningDataModule, callbacks: Iterable[Callback],
@@ -74,12 +104,17 @@ class BackgroundWrites:
         self.pending += [(owner, self.pool.submit(atomic_write, path, lambda handle: handle.write(data)))
                          for path in paths]
 
-    def wait(self) -> list[tuple[Any, BaseException]]:
+    def wait(self, block: bool = True) -> list[tuple[Any, BaseException]]:
+        """The owners whose writes failed, each with its first error, of the writes asked so far (without
+        `block`: of those already done)."""
         failed: dict[int, tuple[Any, BaseException]] = {}  # by identity: an owner need not be hashable
+        still = []
         for owner, write in self.pending:
-            if write.exception() is not None:
+            if not (block or write.done()):
+                still.append((owner, write))
+            elif write.exception() is not None:
                 failed.setdefault(id(owner), (owner, write.exception()))
-        self.pending = []
+        self.pending = still
         return list(failed.values())
 
     def close(self) -> None:

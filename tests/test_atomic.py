@@ -50,21 +50,25 @@ def test_a_disk_full_at_a_later_checkpoint_keeps_the_earlier_one_and_resumes_exa
     epochs = ("trainer.max_epochs=5",)
     whole = train(compose_config(*SMALL, *epochs, output_dir=tmp_path / "whole"))
 
-    run_dir, save, calls = tmp_path / "run", torch.save, []
+    import seqrev.checkpointing
 
-    def save_until_the_disk_fills(obj, handle, *args, **kwargs):
-        calls.append(obj.get("epoch"))
-        if obj.get("epoch") == 2:  # the third epoch's checkpoint meets a full disk halfway
-            handle.write(b"\0" * 1000)
-            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-        return save(obj, handle, *args, **kwargs)
+    run_dir, write, lasts = tmp_path / "run", seqrev.checkpointing.atomic_write, []
 
-    monkeypatch.setattr(torch, "save", save_until_the_disk_fills)
+    def write_until_the_disk_fills(path, contents):
+        lasts.extend([path] if path.name == "last.ckpt" else [])
+        if len(lasts) >= 3:  # the third epoch's checkpoint meets a full disk halfway, and it stays full
+            def halfway(handle):
+                handle.write(b"\0" * 1000)
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+            return write(path, halfway)
+        return write(path, contents)
+
+    monkeypatch.setattr(seqrev.checkpointing, "atomic_write", write_until_the_disk_fills)
     with pytest.raises(Exception) as failed:
         train(compose_config(*SMALL, *epochs, output_dir=run_dir))
     assert describe_error(failed.value, run_dir).endswith(": no space left on the device")
     assert str(run_dir / "checkpoints") in describe_error(failed.value, run_dir)
-    monkeypatch.setattr(torch, "save", save)
+    monkeypatch.setattr(seqrev.checkpointing, "atomic_write", write)
     assert torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)["epoch"] == 1  # 2 epochs kept
     assert not [p for p in (run_dir / "checkpoints").iterdir() if p.name.startswith(".")]
 
@@ -73,3 +77,60 @@ def test_a_disk_full_at_a_later_checkpoint_keeps_the_earlier_one_and_resumes_exa
     for key in ("val_loss", "test_acc", "train_acc", "test_loss", "epochs_run"):
         assert resumed[key] == whole[key], key
     assert json.loads((run_dir / "results.json").read_text())["status"] == "ok"
+
+
+def test_results_json_is_written_only_once_its_checkpoints_are_on_disk(tmp_path, monkeypatch):
+    """Checkpoints are written in the background (seqrev.checkpointing); however slow the disk, a run's
+    results.json comes after every checkpoint of its training, each complete."""
+    import time
+
+    import seqrev.checkpointing
+    import seqrev.run
+
+    write, publish, seen = seqrev.checkpointing.atomic_write, seqrev.run.publish, {}
+
+    def slow_write(path, contents):
+        time.sleep(0.3)
+        return write(path, contents)
+
+    def check_then_publish(loggers, step, results, examples):
+        folder = tmp_path / "run" / "checkpoints"
+        seen["epochs"] = {p.name: torch.load(p, weights_only=True)["epoch"] for p in folder.glob("*.ckpt")}
+        seen["partial"] = [p.name for p in folder.iterdir() if p.name.startswith(".")]
+        return publish(loggers, step, results, examples)
+
+    monkeypatch.setattr(seqrev.checkpointing, "atomic_write", slow_write)
+    monkeypatch.setattr(seqrev.run, "publish", check_then_publish)
+    results = train(compose_config(*SMALL, "trainer.max_epochs=3", output_dir=tmp_path / "run"))
+    assert seen["epochs"]["last.ckpt"] == results["epochs_run"] - 1 == 2 and "best.ckpt" in seen["epochs"]
+    assert seen["partial"] == []
+
+
+def test_a_background_write_that_fails_raises_at_the_next_save_or_teardown_and_keeps_the_file(tmp_path, monkeypatch):
+    import concurrent.futures
+
+    import seqrev.checkpointing
+    from seqrev.checkpointing import AtomicCheckpointIO
+
+    path = tmp_path / "checkpoints" / "last.ckpt"
+    io = AtomicCheckpointIO()
+    io.save_checkpoint({"epoch": 1}, path)
+    io.teardown()
+    write = seqrev.checkpointing.atomic_write
+
+    def full(target, contents):
+        def halfway(handle):
+            handle.write(b"\0" * 10)
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return write(target, halfway)
+
+    monkeypatch.setattr(seqrev.checkpointing, "atomic_write", full)
+    io.save_checkpoint({"epoch": 2}, path)  # returns at once: the write goes on in the background
+    with pytest.raises(OSError) as failed:
+        io.teardown()
+    assert failed.value.errno == errno.ENOSPC and failed.value.filename == str(path)
+    io.save_checkpoint({"epoch": 3}, path)
+    concurrent.futures.wait([write for _, write in io.writes.pending])  # it has failed: the next save says so
+    with pytest.raises(OSError):
+        io.save_checkpoint({"epoch": 4}, path)
+    assert torch.load(path, weights_only=True) == {"epoch": 1} and leftovers(path) == []

@@ -128,6 +128,7 @@ import os, sys, torch
 from seqrev.checkpointing import AtomicCheckpointIO
 io, path = AtomicCheckpointIO(), sys.argv[1]
 io.save_checkpoint({"state_dict": {"w": torch.zeros(3)}, "epoch": 1}, path)
+io.teardown()  # written (in the background) before the crash below
 os.replace = lambda *args: os._exit(9)  # the process dies after the new file is written, before the rename
 io.save_checkpoint({"state_dict": {"w": torch.ones(3)}, "epoch": 2}, path)
 """

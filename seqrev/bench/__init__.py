@@ -137,9 +137,11 @@ def reference_fit(cfg, scratch: Path) -> tuple[float, int]:
     return timer.seconds, trainer.global_step
 
 
-PATHS = ("grouped", "per_batch", "reference", "plain")
+PATHS = ("grouped", "sync_checkpoints", "per_batch", "reference", "plain")
 PER_BATCH_CALLBACK = ("+callbacks.clock._target_=lightning.pytorch.callbacks.Timer",
                       "+callbacks.clock.duration=99:00:00:00")  # checks the clock after every batch
+SYNC_CHECKPOINTS = ("trainer.plugins=[{_target_:seqrev.checkpointing.AtomicCheckpointIO,background:false}]",)
+"""The default with each checkpoint written before training goes on, rather than in the background."""
 
 
 def interleaved(paths: list[str], repeats: int, measure) -> dict[str, list[float]]:
@@ -165,7 +167,8 @@ def per_step(wirings: list[str], timesteps: list[int], epochs: int, repeats: int
                 def measure(path: str, repeat: int, wiring: str = wiring, t: int = t) -> float:
                     cfg = compose([f"model={wiring}", f"data.timesteps={t}", f"trainer.max_epochs={epochs}",
                                    f"paths.output_dir={Path(scratch) / f'{wiring}-{t}-{repeat}-{path}'}", *extra,
-                                   *(PER_BATCH_CALLBACK if path == "per_batch" else ())])
+                                   *(PER_BATCH_CALLBACK if path == "per_batch" else ()),
+                                   *(SYNC_CHECKPOINTS if path == "sync_checkpoints" else ())])
                     if path == "reference":
                         seconds, steps = reference_fit(cfg, Path(scratch) / "reference")
                     else:
