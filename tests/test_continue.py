@@ -135,3 +135,29 @@ def test_a_job_whose_folder_cannot_be_written_fails_alone_and_the_sweep_goes_on(
                         f"hydra.sweep.dir={sweep}")
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.count("job failed: could not write") == 2 and "job.json: no space left" in done.stdout
+
+
+@pytest.mark.parametrize(("status", "action"), [(None, "resume"), ("interrupted", "resume"), ("failed", "run"),
+                                                ("ok", "skip")])
+def test_what_a_sweep_job_does_with_its_folder_follows_its_results(tmp_path, status, action):
+    """seqrev.lifecycle.claim, in process: a job killed (no results.json) or interrupted (Ctrl-C) after a
+    checkpoint continues from it; a failed one starts again, its files cleared; a finished one is skipped."""
+    from contextlib import ExitStack
+
+    from seqrev.lifecycle import JOB_FILE, claim
+    from seqrev.run import train
+
+    from conftest import compose_config
+
+    job, overrides = tmp_path / "job", ["seed=0"]
+    train(compose_config(*SMALL, "trainer.max_epochs=1", output_dir=job))
+    (job / JOB_FILE).write_text(json.dumps({"overrides": overrides}))
+    results = json.loads((job / "results.json").read_text())
+    (job / "results.json").unlink()
+    if status is not None:
+        (job / "results.json").write_text(json.dumps({**results, "status": status}))
+    with ExitStack() as held:
+        claimed = claim(held, job, overrides)
+    assert claimed.action == action
+    assert (claimed.resume_from == job) == (action == "resume")
+    assert (job / "checkpoints" / "last.ckpt").exists() == (action != "run")

@@ -47,7 +47,6 @@ def scores_of_checkpoint(cfg, path) -> dict:
     return model.evaluate(data._eval_batches(data.test))
 
 
-@pytest.mark.slow
 def test_early_stopping_fires_and_the_test_uses_the_final_weights(tmp_path):
     # patience 0 and a learning rate at which the validation loss soon rises: it must stop early
     cfg = compose_config(*SMALL, "trainer.max_epochs=40", "callbacks.early_stopping.patience=0",
@@ -65,7 +64,6 @@ def test_early_stopping_fires_and_the_test_uses_the_final_weights(tmp_path):
     assert best["loss"] != final["loss"]  # so the test above tells final from best weights
 
 
-@pytest.mark.slow
 def test_a_run_that_uses_its_whole_budget_did_not_stop_early(tmp_path):
     cfg = compose_config(*SMALL, "trainer.max_epochs=3", output_dir=tmp_path)
     results = train(cfg)

@@ -375,3 +375,26 @@ def test_a_members_checkpoint_is_laid_out_as_an_ordinary_runs_and_loads_the_same
             assert farthest(loaded.state_dict(), weights(folder, name)) == 0
     assert farthest(seqrev.load(member).state_dict(), weights(member, "best")) == 0
     assert farthest(seqrev.load(alone).state_dict(), weights(alone, "best")) == 0
+
+
+def test_a_members_best_checkpoint_is_its_own_jobs_best_epoch_and_weights(tmp_path):
+    """At a rate where the validation loss rises again, the best epoch is an earlier one: each member's
+    best.ckpt holds its own job's best epoch, weights and score; neither stopped early (whole budget)."""
+    settings = (*TINY, "trainer.max_epochs=6", "model.optimizer.lr=0.1", "callbacks.early_stopping.patience=100")
+    pack = members(tmp_path, [0, 1], *settings)
+    train_pack(pack)
+    earlier = 0
+    for member in pack:
+        alone = ordinary(tmp_path, member.cfg.seed, *settings)
+        best = {d: torch.load(d / "checkpoints" / "best.ckpt", weights_only=True) for d in (member.run_dir, alone)}
+        assert best[member.run_dir]["epoch"] == best[alone]["epoch"]
+        assert farthest(best[member.run_dir]["state_dict"], best[alone]["state_dict"]) < 1e-5
+        state = {d: next(v for k, v in best[d]["callbacks"].items() if "'monitor': 'val/loss'" in k and "Model" in k)
+                 for d in best}
+        assert float(state[member.run_dir]["best_model_score"]) == pytest.approx(
+            float(state[alone]["best_model_score"]), abs=1e-5)
+        earlier += best[alone]["epoch"] < 5
+        own = json.loads((alone / "results.json").read_text())
+        assert member.results["stopped_early"] is own["stopped_early"] is False
+        assert member.results["epochs_run"] == own["epochs_run"] == 6
+    assert earlier  # so the test tells the best epoch from the last

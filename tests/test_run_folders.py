@@ -128,3 +128,66 @@ def test_a_run_and_its_resume_at_once_then_after_a_kill(tmp_path):
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert f"took over the lock of a process that is gone ({os.uname().nodename}, {first.pid})" in resumed.stdout
     assert json.loads((run / "results.json").read_text())["status"] == "ok"
+
+
+HOLD_THE_LOCK = """
+import sys, time
+from pathlib import Path
+from seqrev.runlock import run_folder_lock
+with run_folder_lock(Path(sys.argv[1])):
+    print("held", flush=True)
+    time.sleep(120)
+"""
+
+
+def test_a_folder_another_live_process_holds_is_refused_at_once_and_left_untouched(tmp_path):
+    """In seconds: another process holds a run folder's lock; a run, and a sweep's job, are refused at once
+    (no waiting for the lease), each with the holder named, and nothing in the folder changes."""
+    import time
+    from contextlib import ExitStack
+
+    from seqrev.lifecycle import claim
+    from seqrev.runlock import FolderBusy, run_folder_lock
+
+    folder = tmp_path / "run"
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_THE_LOCK, str(folder)], cwd=ROOT, stdout=subprocess.PIPE,
+                              text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        before = {p: p.stat().st_mtime_ns for p in folder.rglob("*")}
+        started = time.perf_counter()
+        with pytest.raises(FolderBusy) as busy, run_folder_lock(folder):
+            pass
+        assert busy.value.pid == holder.pid
+        with ExitStack() as held:
+            assert claim(held, folder, ["seed=0"]).action == "refused"
+        assert time.perf_counter() - started < 2
+        assert {p: p.stat().st_mtime_ns for p in folder.rglob("*")} == before
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def test_a_crafted_target_in_a_folders_overrides_is_refused_unless_the_command_line_repeats_it(tmp_path):
+    """In process: resume= rebuilds a folder's overrides, but one naming something to instantiate is refused
+    in one sentence, unless the user repeats it; seqrev's own targets pass."""
+    import torch
+
+    from seqrev.errors import RunDirError
+    from seqrev.rundir import rewrite_argv_for_resume
+
+    run = tmp_path / "run"
+    (run / ".hydra").mkdir(parents=True)
+    (run / "checkpoints").mkdir()
+    torch.save({"state_dict": {}, "loops": {}, "optimizer_states": [], "epoch": 0}, run / "checkpoints" / "last.ckpt")
+    crafted = "+callbacks.x._target_=os.system"
+    for override in (crafted, "hydra.searchpath=[file:///elsewhere]", "data.task=mine.Task"):
+        (run / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(["seed=1", override]))
+        with pytest.raises(RunDirError, match="would have code instantiated on the folder's say-so") as refused:
+            rewrite_argv_for_resume(["seqrev.train", f"resume={run}"])
+        assert repr(override) in str(refused.value) and "\n" not in str(refused.value)
+        assert override in rewrite_argv_for_resume(["seqrev.train", f"resume={run}", override])  # the user's say-so
+    (run / ".hydra" / "overrides.yaml").write_text(
+        yaml.safe_dump(["callbacks.epoch_log._target_=seqrev.callbacks.EpochLog"]))
+    assert "callbacks.epoch_log._target_=seqrev.callbacks.EpochLog" in rewrite_argv_for_resume(
+        ["seqrev.train", f"resume={run}"])

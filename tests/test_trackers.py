@@ -150,3 +150,30 @@ def test_csv_gives_each_job_its_own_folder_of_metrics_with_the_final_results(tmp
         for key in SCORES:
             assert float(final[f"final/{key}"]) == pytest.approx(results[key], rel=1e-6), key
         assert "data.n_train: 300" in (sweep / name / "csv" / "hparams.yaml").read_text()
+
+
+def test_a_resumed_run_continues_the_tracker_runs_it_started(tmp_path):
+    """In process: the MLflow run a run started is recorded in its folder (trackers.json) and a resumed run's
+    logger continues that run, rather than starting another."""
+    from omegaconf import OmegaConf
+
+    from seqrev import trackers
+
+    from conftest import compose_config
+
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    cfg = compose_config("logger=[tensorboard,mlflow]", f"paths.tracking_dir={tmp_path / 'outputs'}",
+                         output_dir=run_dir)
+    OmegaConf.update(cfg, "logger.mlflow.experiment_name", "resumed", force_add=True)
+    first = trackers.make_loggers(cfg, run_dir, resuming=False)
+    trackers.record_ids(first, run_dir)
+    started = first["mlflow"].run_id
+    assert json.loads((run_dir / "trackers.json").read_text()) == {"mlflow": started}
+    trackers.close(list(first.values()), failed=False)
+    again = trackers.make_loggers(cfg, run_dir, resuming=True)
+    assert again["mlflow"].run_id == started
+    fresh = trackers.make_loggers(cfg, tmp_path, resuming=False)  # another run: another tracker run
+    assert fresh["mlflow"].run_id != started
+    for loggers in (again, fresh):
+        trackers.close(list(loggers.values()), failed=False)
