@@ -88,6 +88,13 @@ def device(accelerator: str | None) -> str:
 
 
 PRECISIONS = ("32", "32-true", "bf16-mixed", "bf16-true", "64", "64-true")
+TRAINER_KEYS = frozenset({"_target_", "accelerator", "accumulate_grad_batches", "check_val_every_n_epoch",
+                          "default_root_dir", "deterministic", "devices", "enable_model_summary", "enable_progress_bar",
+                          "gradient_clip_algorithm", "gradient_clip_val", "limit_test_batches", "limit_train_batches",
+                          "limit_val_batches", "log_every_n_steps", "max_epochs", "max_steps", "num_sanity_val_steps",
+                          "plugins", "precision", "strategy", "val_check_interval"})
+"""The Trainer options seqrev's configs set (conf/trainer, tests/test_reliability.py checks it); any other
+is a user's own (`+trainer.KEY=...`)."""
 
 
 def _get(cfg: DictConfig, key: str) -> Any:
@@ -211,10 +218,8 @@ def _trainer_options(cfg: DictConfig) -> None:
     """Trainer options beyond seqrev's own (`+trainer.min_epochs=3`): each must be an argument of Lightning's
     Trainer, and a Trainer built with them and the run's callbacks must accept them. seqrev cannot know
     their rules: Lightning's refusal is handed on, in one sentence, under the settings' names."""
-    from seqrev.engines import TRAINER_ANY_VALUE, TRAINER_OPTIONS
-
     trainer = _get(cfg, "trainer") or {}
-    extra = [str(key) for key in trainer if key not in TRAINER_ANY_VALUE | TRAINER_OPTIONS.keys() | {"strategy"}]
+    extra = [str(key) for key in trainer if key not in TRAINER_KEYS]
     if not extra:
         return
     import difflib

@@ -243,3 +243,18 @@ def test_resume_continues_from_the_last_checkpoint_not_the_best(tmp_path):
     (run / "results.json").unlink()
     results = train(compose_config(*TINY, "trainer.max_epochs=3", f"resume={run}", output_dir=run))
     assert results["resumed"] is True and results["epochs_run"] == 3
+
+
+def test_seqrevs_own_trainer_options_are_the_ones_its_configs_set():
+    """seqrev.config.TRAINER_KEYS tells a user's own `+trainer.KEY` from seqrev's: it is conf/trainer's keys."""
+    import yaml
+
+    from seqrev.config import TRAINER_KEYS
+
+    from conftest import CONF
+
+    keys = set()
+    for path in (CONF / "trainer").glob("*.yaml"):
+        settings = yaml.safe_load(path.read_text()) or {}
+        keys |= set(settings.get("trainer", settings)) - {"defaults"}
+    assert keys == TRAINER_KEYS
