@@ -49,6 +49,30 @@ def epoch_line(epoch: int, max_epochs: int, metrics: dict[str, float]) -> str:
     return f"epoch {epoch}/{max_epochs}: " + ", ".join(shown)
 
 
+class History(Callback):
+    """Each validation's `val/loss` and `val/acc`, by epoch: kept in the run's checkpoints (a resumed run
+    goes on with it) and written to results.json, where the report draws learning curves from, with no
+    torch or TensorBoard. A pack updates each member's own (`record`)."""
+
+    KEYS = ("val/loss", "val/acc")
+
+    def __init__(self) -> None:
+        self.validations: list[dict[str, float]] = []
+
+    def record(self, epoch: int, metrics: dict) -> None:
+        self.validations.append({"epoch": epoch, **{key: float(metrics[key]) for key in self.KEYS if key in metrics}})
+
+    def on_validation_end(self, trainer, pl_module) -> None:
+        if not trainer.sanity_checking:
+            self.record(trainer.current_epoch, trainer.callback_metrics)
+
+    def state_dict(self) -> dict:
+        return {"validations": self.validations}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self.validations = list(state_dict["validations"])
+
+
 class FirstStepTimer(Callback):
     """Writes the wall-clock time (time.time()) at which the first training epoch starts to `path`.
 

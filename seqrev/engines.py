@@ -106,6 +106,7 @@ PACKED_CALLBACKS = {  # seqrev's own callbacks (conf/callbacks/default.yaml) and
     "last_checkpoint": dict(_target_="lightning.pytorch.callbacks.ModelCheckpoint", dirpath=ANY, filename="last",
                             monitor=ANY, save_top_k=1, enable_version_counter=False, save_on_train_epoch_end=ANY),
     "epoch_log": dict(_target_="seqrev.callbacks.EpochLog", every_n_epochs=ANY),
+    "history": dict(_target_="seqrev.callbacks.History"),
     "attention_map": dict(_target_="seqrev.callbacks.AttentionMap", dirpath=ANY, n_examples=ANY),
 }
 MONITORED = ("val/loss", "val/acc", "val/seq_acc")

@@ -1,7 +1,7 @@
 """`python -m seqrev.report <sweep dir> [more dirs]`: a sweep's results.json files as the tutorial's table.
 
-Writes report.md, report.csv and (with matplotlib) report.png into the first directory given. Reads
-plain JSON only, so it starts instantly: no torch, no Lightning.
+Writes report.md, report.csv, (with matplotlib) report.png, and report.html (seqrev.report_page) into the
+first directory given. Reads plain JSON only, so it starts instantly: no torch, no Lightning.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import sys
 from collections import defaultdict
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from seqrev.catalog import ordered
 from seqrev.results import FILENAME, flat_settings, read_results
@@ -210,7 +210,7 @@ def _tables(runs: list[dict], settings: dict[str, Any]) -> tuple[list[str], list
 
 def write_csv(runs: list[dict], path: Path) -> None:
     # a user's extra/ scalars get a column each; the settings too, one column per setting
-    runs = [{**{k: v for k, v in r.items() if k not in ("extra", "config")},
+    runs = [{**{k: v for k, v in r.items() if k not in ("extra", "config", "history", "examples")},
              **{f"extra/{k}": v for k, v in (r.get("extra") or {}).items()},
              **{f"config/{k}": v for k, v in flat_settings(r.get("config")).items()}} for r in runs]
     fields = ["job_dir"] + sorted({k for r in runs for k in r} - {"job_dir", "traceback"})
@@ -275,6 +275,70 @@ def plot(runs: list[dict], path: Path) -> bool:
     return True
 
 
+class Experiment(NamedTuple):
+    """One experiment of the report, ready to show: its runs by (units, T) and wiring, report.md's tables,
+    the tutorial's figures (when made with its protocol) and the mode baseline by T (when it applies)."""
+
+    title: str
+    runs: list[dict]
+    tables: list[str]
+    cells: dict[tuple[int, int], dict[str, list[dict]]]
+    wirings: list[str]
+    figures: dict[str, Any]
+    baselines: dict[int, float]
+
+
+def experiment_views(ok: list[dict]) -> tuple[str, list[Experiment]]:
+    """The settings every finished run shares (as text) and each experiment, as report.md groups them."""
+    shared, groups = experiments(ok)
+    views = []
+    for distinct, group in groups:
+        settings = {**shared, **distinct}
+        cells = grouped(group)
+        with_baseline = settings.get("data.task", "reverse") in ("reverse", "copy") and (
+            "data.min_timesteps" not in settings)
+        n_features = settings.get("data.n_features", 10)
+        views.append(Experiment(
+            _describe(distinct) if len(groups) > 1 else "The tutorial's table", group, _tables(group, settings)[0],
+            cells, ordered({m for c in cells.values() for m in c}),
+            tutorial_figures()["test_acc_percent"] if follows_tutorial(settings) else {},
+            {t: mode_baseline(n_features, t) for _, t in cells} if with_baseline else {}))
+    return (_describe(shared) if shared and len(ok) > 1 else ""), views
+
+
+def write_report(directories: list[Path], quiet: bool = False) -> Path | None:
+    """report.md, report.csv, report.png (with matplotlib) and report.html into the first directory, the
+    Markdown also printed unless `quiet`; the page's path, or None when no results.json was readable."""
+    from seqrev.report_page import page
+
+    runs, warnings = gather(directories)
+    for warning in warnings if not quiet else ():
+        print(f"warning: {warning}", file=sys.stderr)
+    if not runs:
+        return None
+    out = directories[0]
+    text = markdown(runs, warnings)
+    (out / "report.md").write_text(text)
+    write_csv(runs, out / "report.csv")
+    written = [out / "report.md", out / "report.csv"]
+    if plot(runs, out / "report.png"):
+        written.append(out / "report.png")
+    shared, views = experiment_views([r for r in runs if r.get("status") == "ok"])
+    (out / "report.html").write_text(page(runs, warnings, out, shared, views), encoding="utf-8")
+    written.append(out / "report.html")
+    if not quiet:
+        # Every file is written before anything is printed: piped into `head`, the report stops quietly at
+        # the first line nobody reads (SIGPIPE's default, as Unix tools do) and has still written everything.
+        signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+        print(text)
+        if out / "report.png" not in written:
+            from seqrev.plotting import MISSING
+
+            print(f"no plot: {MISSING}", file=sys.stderr)
+        print("wrote " + ", ".join(map(str, written)))
+    return out / "report.html"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m seqrev.report", description=__doc__.splitlines()[0])
     parser.add_argument("directories", nargs="+", type=Path, help="sweep or run directories to gather")
@@ -283,29 +347,9 @@ def main(argv: list[str] | None = None) -> int:
     if missing:
         print(f"seqrev.report: no such directory: {', '.join(missing)}", file=sys.stderr)
         return 2
-    runs, warnings = gather(args.directories)
-    for warning in warnings:
-        print(f"warning: {warning}", file=sys.stderr)
-    if not runs:
+    if write_report(args.directories) is None:
         print(f"seqrev.report: no readable {FILENAME} under {', '.join(map(str, args.directories))}", file=sys.stderr)
         return 1
-    out = args.directories[0]
-    text = markdown(runs, warnings)
-    (out / "report.md").write_text(text)
-    write_csv(runs, out / "report.csv")
-    written = [out / "report.md", out / "report.csv"]
-    plotted = plot(runs, out / "report.png")
-    if plotted:
-        written.append(out / "report.png")
-    # Every file is written before anything is printed: piped into `head`, the report stops quietly at the
-    # first line nobody reads (SIGPIPE's default, as Unix tools do) and has still written everything.
-    signal.signal(signal.SIGPIPE, signal.SIG_DFL)
-    print(text)
-    if not plotted:
-        from seqrev.plotting import MISSING
-
-        print(f"no plot: {MISSING}", file=sys.stderr)
-    print("wrote " + ", ".join(map(str, written)))
     return 0
 
 

@@ -49,6 +49,8 @@ class RunScores(TypedDict):
     test_loss: float
     test_acc_per_position: list[float]
     extra: dict[str, float]  # scalars logged under `extra/` by a callback of the user's
+    history: list[dict[str, float]]  # each validation: its epoch, val/loss and val/acc (callbacks.history)
+    examples: list[dict[str, list[int]]]  # the first test pairs: input, expected, predicted
     fit_seconds: float
     resumed: bool
 

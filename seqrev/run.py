@@ -131,10 +131,13 @@ def score(trainer, model, datamodule, n_examples: int) -> tuple[dict[str, Any], 
     if not validated:  # after its last epoch (killed while testing)
         trainer.validate(model, datamodule=datamodule, verbose=False)
     trainer.test(model, datamodule=datamodule, verbose=False)
+    from seqrev.callbacks import History
+
     stopper = trainer.early_stopping_callback
+    history = next((c for c in trainer.callbacks if isinstance(c, History)), None)
     scores = final_scores(model, datamodule, model.last_scores["val"], model.last_scores["test"],
                           trainer.current_epoch, bool(stopper and stopper.stopped_epoch > 0),
-                          {**extra, **extra_scalars(trainer)}, tested(trainer.global_step, validated))
+                          {**extra, **extra_scalars(trainer)}, tested(trainer.global_step, validated), history)
     return scores, test_examples(model, datamodule, n_examples)
 
 
@@ -145,12 +148,12 @@ def tested(global_step: int, validated: bool) -> str:
 
 
 def final_scores(model, datamodule, val: dict[str, Any], test: dict[str, Any], epochs_run: int,
-                 stopped_early: bool, extra: dict[str, float], tested: str) -> dict[str, Any]:
-    """What results.json says of a trained model: its validation and test scores as given, and the
-    tutorial's after-training accuracy on every training pair (validation tail included)."""
+                 stopped_early: bool, extra: dict[str, float], tested: str, history=None) -> dict[str, Any]:
+    """What results.json says of a trained model: its validation and test scores as given, the tutorial's
+    after-training accuracy on every training pair (validation tail included), its validations' history."""
     train = model.evaluate(datamodule.train_full_dataloader())
     return {"trainable_params": model.trainable_params, "epochs_run": epochs_run, "stopped_early": stopped_early,
-            "tested": tested,
+            "tested": tested, "history": history.validations if history is not None else [],
             "train_acc": train["acc"], "train_seq_acc": train["seq_acc"],
             "val_acc": float(val["acc"]), "val_loss": float(val["loss"]),
             "test_acc": test["acc"], "test_seq_acc": test["seq_acc"], "test_loss": test["loss"],
@@ -178,6 +181,7 @@ def extra_scalars(trainer) -> dict[str, float]:
 def publish(loggers: list, step: int, results: RunResults, examples: list[Example]) -> None:
     """results.json, then TensorBoard's HPARAMS and examples and the other trackers' final metrics (at
     training step `step`), then the tutorial's printout."""
+    results["examples"] = [example._asdict() for example in examples]
     write_results(results["run_dir"], results)
     log_to_tensorboard(loggers, step, results, examples)
     trackers.log_results(loggers, results, step)

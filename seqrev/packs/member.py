@@ -110,6 +110,8 @@ class Member:
         self.val = {key: metrics[f"val/{key}"] for key in ("loss", "acc")}
         for logger in self.loggers.values():
             logger.log_metrics(metrics, step=epoch)
+        if "history" in self.callbacks:
+            self.callbacks["history"].record(epoch, metrics)
         if not math.isfinite(metrics["train/loss"]):
             raise diverged(epoch, metrics["train/loss"])
         epoch_log = self.callbacks.get("epoch_log")
@@ -147,7 +149,7 @@ class Member:
         stopper = self.callbacks.get("early_stopping")
         val = self.val or model.evaluate(data.val_dataloader())  # resumed after its last epoch's checkpoint
         scores = final_scores(model, data, val, test, self.epochs, bool(stopper and stopper.stopped_epoch > 0), {},
-                              tested(self.global_step, validated=True))
+                              tested(self.global_step, validated=True), self.callbacks.get("history"))
         results = RunResults(**self.about, status="ok", **scores, fit_seconds=round(fit_seconds, 3),
                              resumed=self.resume_from is not None, run_dir=str(self.run_dir))
         with self.writing_to_its_log():

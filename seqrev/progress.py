@@ -1,0 +1,165 @@
+"""A sweep's progress line, printed by the process that launched it, whichever launcher runs the jobs.
+
+A Hydra callback (conf/hydra/default.yaml): when a sweep starts, a thread reads the job folders every
+second, as they are on disk (`results.json`, the folder's lock), so jobs on other nodes (Slurm) count
+alike and no training step does any work for it. A line when a job ends and at least every 30 s: on a
+terminal one line updated in place, in a log or a pipe plain lines. At the end, the sweep's report is
+written and a summary line says where.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TextIO
+
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig, OmegaConf
+
+from seqrev.results import FILENAME
+from seqrev.runlock import LOCK_FILE
+
+EVERY_SECONDS = 30.0  # at least this often a line, with nothing ended
+
+
+def sweep_size(config: DictConfig) -> int | None:
+    """How many jobs a sweep launches: the product of its swept values (Hydra's basic sweeper, command line
+    and `hydra.sweeper.params`), or an optimising sweeper's `n_trials`; None when it cannot be told."""
+    sweeper = config.hydra.sweeper
+    if OmegaConf.select(sweeper, "n_trials") is not None:
+        return int(sweeper.n_trials)
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    params = OmegaConf.select(sweeper, "params") or {}
+    lines = [f"{key}={value}" for key, value in params.items()] + list(config.hydra.overrides.task)
+    try:
+        overrides = OverridesParser.create().parse_overrides(lines)
+        last = {o.key_or_group: o for o in overrides}  # the command line's value of a key wins
+        return math.prod(len(list(o.sweep_string_iterator())) if o.is_sweep_override() else 1 for o in last.values())
+    except Exception:  # noqa: BLE001 - glob() and friends: counted as they finish, without a total
+        return None
+
+
+@dataclass
+class Tally:
+    """The sweep's jobs as their folders show them."""
+
+    done: int = 0
+    failed: int = 0
+    skipped: int = 0
+    running: int = 0
+    durations: list[float] = field(default_factory=list)  # of the jobs that ended in this sweep
+
+    @property
+    def ended(self) -> int:
+        return self.done + self.failed + self.skipped
+
+
+def read_folders(sweep_dir: Path, started: float, first_seen: dict[str, float]) -> Tally:
+    """Count the job folders: ended in this sweep (ok or failed, results.json written since `started`),
+    skipped (finished before), running (locked). `first_seen`: when each job was first seen running."""
+    tally, now = Tally(), time.time()
+    for folder in (p for p in sweep_dir.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        try:
+            results_file = folder / FILENAME
+            ended_at = results_file.stat().st_mtime if results_file.is_file() else None
+            results = json.loads(results_file.read_text()) if ended_at is not None else {}
+        except (OSError, ValueError):  # being written right now: read again next time
+            ended_at, results = None, {}
+        status = results.get("status")
+        if ended_at is not None and ended_at < started and status == "ok":
+            tally.skipped += 1
+        elif ended_at is not None and ended_at >= started and status in ("ok", "failed"):
+            tally.done += status == "ok"
+            tally.failed += status == "failed"
+            seen = first_seen.get(folder.name)  # a job too short to be seen running: its own fit time
+            tally.durations.append(ended_at - seen if seen is not None else float(results.get("fit_seconds") or 0))
+        elif (folder / LOCK_FILE).exists():
+            tally.running += 1
+            first_seen.setdefault(folder.name, now)
+    return tally
+
+
+def clock(seconds: float) -> str:
+    minutes, seconds = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{seconds:02d}s"
+
+
+def progress_line(tally: Tally, total: int | None, elapsed: float, workers: int) -> str:
+    """'sweep: 12/60 ended (10 done, 1 failed, 1 skipped), 2 running; 2m05s elapsed, about 6m10s left'."""
+    of = f"/{total}" if total else ""
+    line = (f"sweep: {tally.ended}{of} ended ({tally.done} done, {tally.failed} failed, {tally.skipped} skipped), "
+            f"{tally.running} running; {clock(elapsed)} elapsed")
+    if total and tally.durations and tally.ended < total:
+        per_job = sum(tally.durations) / len(tally.durations)  # the finished jobs' own times
+        line += f", about {clock(per_job * (total - tally.ended) / max(1, workers))} left"
+    return line
+
+
+class SweepProgress(Callback):
+    """Hydra's callback for seqrev's sweeps: the progress line while they run, their report at the end."""
+
+    def __init__(self, stream: TextIO | None = None, every_seconds: float = EVERY_SECONDS) -> None:
+        self.stream, self.every_seconds = stream, every_seconds
+        self.stop = threading.Event()
+        self.thread: threading.Thread | None = None
+
+    def __getstate__(self) -> dict[str, Any]:  # Hydra's context travels to each job's process: without the thread
+        return {"every_seconds": self.every_seconds}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(**state)
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        self.sweep_dir = Path(str(config.hydra.sweep.dir)).absolute()
+        self.total, self.started, self.first_seen = sweep_size(config), time.time(), {}
+        self.out = self.stream or sys.stdout
+        self.in_place = self.out.isatty()
+        self.thread = threading.Thread(target=self._watch, name="seqrev-progress", daemon=True)
+        self.thread.start()
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        if self.thread is None:
+            return
+        self.stop.set()
+        self.thread.join()
+        tally = read_folders(self.sweep_dir, self.started, self.first_seen)
+        written = self._report()
+        self._say(f"sweep finished in {clock(time.time() - self.started)}: {tally.done} done, {tally.failed} failed, "
+                  f"{tally.skipped} skipped; " + (f"report: {written}" if written else
+                                                  f"no results to report in {self.sweep_dir}"), final=True)
+
+    def _watch(self) -> None:
+        said, last_said, workers = None, 0.0, 1
+        while not self.stop.wait(1.0):
+            if not self.sweep_dir.is_dir():
+                continue
+            tally = read_folders(self.sweep_dir, self.started, self.first_seen)
+            workers = max(workers, tally.running)
+            ended = (tally.ended, tally.failed)
+            if ended != said or time.time() - last_said >= (1.0 if self.in_place else self.every_seconds):
+                self._say(progress_line(tally, self.total, time.time() - self.started, workers))
+                said, last_said = ended, time.time()
+
+    def _say(self, line: str, final: bool = False) -> None:
+        if self.in_place:
+            self.out.write("\r\033[K" + line + ("\n" if final else ""))
+        else:
+            self.out.write(line + "\n")
+        self.out.flush()
+
+    def _report(self) -> Path | None:
+        """The sweep's report (seqrev.report) written into its folder: report.html, or report.md without
+        matplotlib; None when no job has results."""
+        from seqrev.report import write_report
+
+        try:
+            return write_report([self.sweep_dir], quiet=True)
+        except OSError:
+            return None

@@ -1,0 +1,146 @@
+"""report.html (seqrev.report_page) and the sweep's progress line (seqrev.progress): what the page holds,
+read as text in milliseconds; then the page in a real headless Chromium, for the tutorial's 60-job table."""
+
+import json
+import re
+import shutil
+import time
+from pathlib import Path
+
+import pytest
+from test_report import run_result
+
+from seqrev.progress import Tally, progress_line, read_folders, sweep_size
+from seqrev.report import write_report
+
+from conftest import ROOT
+
+
+def history(job: Path, losses: list[float], stopped_early: bool = False) -> None:
+    results = json.loads((job / "results.json").read_text())
+    results.update(history=[{"epoch": e, "val/loss": v, "val/acc": 1 - v} for e, v in enumerate(losses)],
+                   stopped_early=stopped_early, job_dir=str(job),
+                   examples=[{"input": [3, 2, 9, 1], "expected": [1, 9, 2, 3], "predicted": [1, 9, 2, 3]}])
+    (job / "results.json").write_text(json.dumps(results))
+
+
+def test_the_page_holds_every_run_every_chart_and_keeps_experiments_apart(tmp_path):
+    for seed in range(3):
+        run_result(tmp_path / f"a{seed}", 0.3 + seed / 10, seed=seed)
+        history(tmp_path / f"a{seed}", [2.3, 2.0, 1.8 - seed / 10], stopped_early=seed == 0)
+    run_result(tmp_path / "b0", 0.5, **{"data.n_train": 500})  # another experiment, from before histories
+    (tmp_path / "failed").mkdir()
+    (tmp_path / "failed" / "results.json").write_text(json.dumps({"status": "failed", "error": "disk full"}))
+    page = write_report([tmp_path], quiet=True).read_text()
+    assert page.count("<h2>") == 3 and "data.n_train=500" in page and "Jobs that did not finish" in page
+    assert len(re.findall(r"<tbody>.*?</tbody>", page)) == 3 and page.count("<tr><td data-v=") == 5
+    assert page.count('<div class="chart"><svg') == 4 + 2  # the table, curves (loss, acc), positions; no curves
+    assert "1 of 1 runs have no per-epoch history" in page and "[3, 2, 9, 1]→[1, 9, 2, 3] ✓" in page
+    assert not re.search(r"""(src|href)=["']?(https?:)?//""", page)  # nothing fetched from anywhere
+    assert (tmp_path / "report.md").is_file() and (tmp_path / "report.csv").is_file()
+
+
+def test_the_sweep_size_is_the_product_of_its_swept_values():
+    """As Hydra's basic sweeper expands them: the experiment's `hydra.sweeper.params`, then the command line's."""
+    from hydra import compose, initialize_config_dir
+    from omegaconf import open_dict
+
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        table = compose("train", overrides=["experiment=tutorial_table"], return_hydra_config=True)
+        plain = compose("train", return_hydra_config=True)
+    assert sweep_size(table) == 5 * 4 * 3
+    with open_dict(plain):
+        plain.hydra.overrides.task = ["model=return_state,both_outputs", "seed=range(3)", "data.n_train=300"]
+    assert sweep_size(plain) == 6
+    with open_dict(table):
+        table.hydra.overrides.task = ["seed=0,1"]  # the command line's seeds replace the experiment's
+    assert sweep_size(table) == 5 * 4 * 2
+
+
+def test_the_folders_tell_ended_failed_skipped_and_running_jobs(tmp_path):
+    started = time.time()
+    before = tmp_path / "before"
+    run_result(before, 0.5)
+    old = started - 100
+    import os
+
+    os.utime(before / "results.json", (old, old))  # finished in an earlier start of the sweep
+    run_result(tmp_path / "done", 0.5)
+    (tmp_path / "failed").mkdir()
+    (tmp_path / "failed" / "results.json").write_text(json.dumps({"status": "failed", "fit_seconds": 0}))
+    (tmp_path / "running").mkdir()
+    (tmp_path / "running" / ".seqrev.lock").write_text("")
+    (tmp_path / "waiting").mkdir()
+    tally = read_folders(tmp_path, started, {"done": started})
+    assert (tally.done, tally.failed, tally.skipped, tally.running) == (1, 1, 1, 1)
+    line = progress_line(Tally(done=3, failed=1, running=2, durations=[60.0] * 4), total=10, elapsed=125, workers=2)
+    assert line == ("sweep: 4/10 ended (3 done, 1 failed, 0 skipped), 2 running; 2m05s elapsed, "
+                    "about 3m00s left")
+
+
+def test_a_sweep_prints_its_progress_and_ends_with_its_report(tmp_path, seqrev_train):
+    sweep = tmp_path / "sweep"
+    done = seqrev_train("-m", "model=return_state,both_outputs", "data.n_train=200", "data.n_test=50",
+                        "trainer.max_epochs=2", f"hydra.sweep.dir={sweep}")
+    assert done.returncode == 0, done.stderr[-2000:]
+    lines = [line for line in done.stdout.splitlines() if line.startswith("sweep")]
+    assert re.fullmatch(r"sweep finished in \dm\d\ds: 2 done, 0 failed, 0 skipped; report: .*report\.html", lines[-1])
+    assert (sweep / "report.html").is_file()
+    again = seqrev_train("-m", "model=return_state,both_outputs", "data.n_train=200", "data.n_test=50",
+                         "trainer.max_epochs=2", f"hydra.sweep.dir={sweep}")
+    assert "0 done, 0 failed, 2 skipped" in again.stdout
+
+
+def chromium() -> str | None:
+    """The system's Chromium, when Playwright (the test extra) can drive it."""
+    import importlib.util
+
+    found = shutil.which("chromium") or shutil.which("chromium-browser")
+    return found if importlib.util.find_spec("playwright") is not None else None
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(chromium() is None, reason="needs Chromium (apt-get install chromium) and Playwright")
+def test_the_tutorial_tables_page_in_a_real_browser(tmp_path, seqrev_train):
+    """The 60 jobs of `experiment=tutorial_table` (few epochs, packed): the page opens from disk in headless
+    Chromium with no console error and no request but itself, a row per run, every chart drawn, sorting
+    by a column reorders the rows, and the file is at most 5 MB."""
+    from playwright.sync_api import sync_playwright
+
+    sweep = tmp_path / "sweep"
+    done = seqrev_train("-m", "hydra/launcher=packed", "experiment=tutorial_table", "trainer.max_epochs=4",
+                        "data.n_train=300", "data.n_test=50", f"hydra.sweep.dir={sweep}")
+    assert done.returncode == 0, done.stderr[-2000:]
+    page_file = sweep / "report.html"
+    assert page_file.stat().st_size <= 5 * 2**20
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=chromium(), args=[
+            "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+            "--disable-component-update", "--disable-sync"])
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        errors, requests = [], []
+        page.on("console", lambda message: errors.append(message.text) if message.type == "error" else None)
+        page.on("pageerror", lambda error: errors.append(str(error)))
+        page.on("request", lambda request: requests.append(request.url))
+        page.goto(page_file.as_uri())
+        assert errors == [] and requests == [page_file.as_uri()]
+        assert page.locator("table.runs tbody tr").count() == 60
+        charts = page.locator("div.chart svg")
+        assert charts.count() == 4
+        for i in range(4):
+            box = charts.nth(i).bounding_box()
+            assert box["width"] > 300 and box["height"] > 200 and charts.nth(i).locator("path").count() > 20
+        table = page.locator("table.runs").first
+        column = [h.inner_text() for h in table.locator("tr.heads th").all()].index("test_acc")
+        values = lambda: [float(r.locator("td").nth(column).get_attribute("data-v"))  # noqa: E731
+                          for r in table.locator("tbody tr").all()]
+        before = values()
+        table.locator("tr.heads th").nth(column).click()
+        assert values() == sorted(before) != before
+        table.locator("tr.heads th").nth(column).click()
+        assert values() == sorted(before, reverse=True)
+        table.locator("tr.filters input").nth(1).fill("both_outputs")
+        assert table.locator("tbody tr:visible").count() == 12
+        page.screenshot(path=str(tmp_path / "report.png"), full_page=False)
+        browser.close()
+    assert (tmp_path / "report.png").stat().st_size > 10_000
