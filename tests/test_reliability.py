@@ -77,7 +77,7 @@ BAD_LINES = [  # through the command line as a user types it: exit status 2, one
     (["logger=[tensorboard,mlfow]"], "logger='mlfow' is not allowed: choose one of csv, mlflow, tensorboard, wandb."),
     (["data.timestep=4"], "`data.timestep` is not a setting of data=reversed; did you mean `data.timesteps`"),
     (["model.unit=32"], "`model.unit` is not a setting of model=both_outputs; did you mean `model.units`"),
-    (["callbacks.x._target_=a.B"], "write `+callbacks.x._target_=...` for a new key"),
+    (["callbacks.x._target_=a.B"], "`+callbacks.x._target_=...` for a new key"),
     (["resume=/no/such/run"], "there is no such directory"),
     (["+trainer.max_time=abc"], "trainer.max_time='abc' is not allowed: Lightning's Trainer refused it"),
 ]
