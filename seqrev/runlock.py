@@ -42,6 +42,12 @@ def is_secondary_process() -> bool:
     return os.environ.get("LOCAL_RANK", "0") != "0" or os.environ.get("NODE_RANK", "0") != "0"
 
 
+def requeued_wait() -> float:
+    """Seconds to wait for a folder's lease: none, except in a requeued Slurm job (SLURM_RESTART_COUNT),
+    whose earlier self may have held it on another node: that lease lapses within LEASE_SECONDS."""
+    return LEASE_SECONDS + 5 if os.environ.get("SLURM_RESTART_COUNT", "0") not in ("", "0") else 0
+
+
 @contextmanager
 def run_folder_lock(folder: Path) -> Iterator[None]:
     """Hold `folder`'s lock for the block; FolderBusy, touching nothing, if a live process holds it."""
@@ -54,7 +60,7 @@ def run_folder_lock(folder: Path) -> Iterator[None]:
         yield
         return
     folder.mkdir(parents=True, exist_ok=True)
-    lease = SoftFileLease(folder / LOCK_FILE, timeout=0, lease_duration=LEASE_SECONDS)
+    lease = SoftFileLease(folder / LOCK_FILE, timeout=requeued_wait(), lease_duration=LEASE_SECONDS)
     left = lease.owner  # a marker already there belongs to a live process, or to one that died holding it
     try:
         lease.acquire()

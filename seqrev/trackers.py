@@ -134,3 +134,15 @@ def close(loggers: list, failed: bool) -> None:
             logger.finalize("failed" if failed else "success")
             experiment = logger.experiment.get_experiment(logger.experiment_id).name
             log.info(f"MLflow run {logger.run_id} in experiment {experiment!r}")
+
+
+def restart_tensorboard_at(loggers: list, step: int) -> None:
+    """A resumed run's TensorBoard run goes on from `step`: what the killed run logged at that step and after
+    (its last epoch, logged before that epoch's checkpoint was on disk) is dropped by TensorBoard's readers,
+    by their rule for a session that starts again, so every step is shown once."""
+    from lightning.pytorch.loggers import TensorBoardLogger
+    from tensorboard.compat.proto.event_pb2 import Event, SessionLog
+
+    for logger in loggers:
+        if isinstance(logger, TensorBoardLogger):
+            logger.experiment.file_writer.add_event(Event(step=step, session_log=SessionLog(status=SessionLog.START)))

@@ -66,9 +66,12 @@ def register_launcher() -> None:
     package's folders, which an editable install (`pip install -e .`) does not add to; registering the
     class covers every kind of install."""
     from hydra.core.plugins import Plugins
+    from hydra_plugins.seqrev_packed_launcher import packed_slurm_launcher
     from hydra_plugins.seqrev_packed_launcher.packed_launcher import PackedLauncher
 
     Plugins.instance().register(PackedLauncher)
+    if packed_slurm_launcher.SlurmLauncher is not None:  # hydra/launcher=packed_slurm, with the sweep extra
+        Plugins.instance().register(packed_slurm_launcher.PackedSlurmLauncher)
 
 
 def named_run_folder(argv: list[str]) -> Path | None:

@@ -58,3 +58,57 @@ def test_a_job_requeued_mid_training_continues_from_its_checkpoint(tmp_path):
     assert "resuming from epoch 2" in log
     assert "took over the lock of a process that is gone" in log  # its own earlier self, killed by the requeue
     assert sorted(p.name for p in (job_dir / "checkpoints").iterdir()) == ["best.ckpt", "last.ckpt"]
+
+
+@pytest.mark.slow
+def test_a_packed_sweep_is_a_slurm_job_per_pack_and_a_requeued_pack_continues_every_member(tmp_path):
+    """hydra/launcher=packed_slurm: two cells of 3 seeds are 2 Slurm jobs (one array). One is requeued
+    (`scontrol requeue`) mid-training: every member ends equal to the same packs trained without a break,
+    with one set of TensorBoard steps and one MLflow run each; the sweep run again skips every member."""
+    import sys
+    import time
+
+    import torch
+    from mlflow import MlflowClient
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from conftest import ROOT
+
+    epochs = 60
+    line = ("model=both_outputs,return_state", "seed=0,1,2", *SMALL, "data.n_train=1000",
+            f"trainer.max_epochs={epochs}", "logger=[tensorboard,mlflow]", f"paths.tracking_dir={tmp_path / 'outputs'}")
+    whole = run_cli("-m", "hydra/launcher=packed", "hydra.launcher.n_jobs=1", *line,
+                    f"hydra.sweep.dir={tmp_path / 'whole'}")
+    assert whole.returncode == 0, whole.stderr[-3000:]
+    sweep = tmp_path / "sweep"
+    packed_slurm = ("-m", "hydra/launcher=packed_slurm", "hydra.launcher.cpus_per_task=1", "hydra.launcher.mem_gb=2",
+                    *line, f"hydra.sweep.dir={sweep}")
+    process = subprocess.Popen([sys.executable, "-m", "seqrev.train", *packed_slurm], cwd=ROOT, text=True,
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    deadline = time.time() + 300
+    while time.time() < deadline:  # both_outputs' pack (the array's first element) has 2 epochs on disk
+        saved = [torch.load(p, weights_only=True)["epoch"] for p in sweep.glob("0_*/checkpoints/last.ckpt")]
+        if saved and 1 <= saved[0] < epochs - 10:
+            break
+        time.sleep(0.05)
+    tasks = sorted(p.name for p in (sweep / ".submitit").iterdir() if p.is_dir() and "_" in p.name)
+    assert len(tasks) == 2, tasks  # one Slurm job per pack
+    subprocess.run(["scontrol", "requeue", tasks[0]], check=True)
+    output, _ = process.communicate(timeout=900)
+    assert process.returncode == 0, output[-3000:]
+    assert "6 jobs as 2 packs (3, 3 jobs each) and 0 ordinary jobs, as 2 Slurm jobs" in output
+    results = {p.parent.name: json.loads(p.read_text()) for p in sweep.glob("*/results.json")}
+    expected = {p.parent.name: json.loads(p.read_text()) for p in (tmp_path / "whole").glob("*/results.json")}
+    assert results.keys() == expected.keys() and len(results) == 6
+    assert sum(r["resumed"] for r in results.values()) == 3  # the requeued pack's members
+    for name, result in results.items():
+        for key in ("val_loss", "test_acc", "train_acc", "test_loss", "epochs_run"):
+            assert result[key] == pytest.approx(expected[name][key], abs=1e-6), (name, key)
+        steps = [e.step for e in EventAccumulator(str(sweep / name)).Reload().Scalars("val/loss")]
+        assert steps == list(range(epochs)), name
+    client = MlflowClient(f"sqlite:///{tmp_path / 'outputs' / 'mlflow.db'}")
+    runs = client.search_runs([client.get_experiment_by_name("sweep").experiment_id])
+    assert sorted(run.info.run_name for run in runs) == sorted(results)  # one tracker run per member
+    again = run_cli(*packed_slurm)
+    assert again.returncode == 0 and "0 done, 0 failed, 6 skipped" in again.stdout, again.stdout[-3000:]
+    assert {p.parent.name: json.loads(p.read_text()) for p in sweep.glob("*/results.json")} == results

@@ -1,8 +1,10 @@
-"""`hydra/launcher=packed`: a sweep's jobs that differ only in their seeds trained as one packed model.
+"""`hydra/launcher=packed` and `packed_slurm`: a sweep's jobs that differ only in their seeds trained as one
+packed model.
 
 The launcher composes every job's config as Hydra would, asks seqrev.engines which jobs a pack can
 train, groups those that differ only in their seeds (`pack_key`), and runs packs (seqrev.packs.recipe)
-and other jobs (through Hydra's `run_job`) on `n_jobs` processes, one thread each. A pack's member goes
+and other jobs (through Hydra's `run_job`) on `n_jobs` processes, one thread each, or each as a Slurm job
+(`submit_to_slurm`). A pack's member goes
 through seqrev.lifecycle as an ordinary job does, its folder and `.hydra/` written by Hydra's `run_job`.
 """
 
@@ -150,10 +152,7 @@ def launch(hydra_context: HydraContext, task_function: Any, config: DictConfig,
     Path(str(config.hydra.sweep.dir)).mkdir(parents=True, exist_ok=True)
     n_jobs = default_jobs() if n_jobs in (None, -1, 0) else int(n_jobs)
     units = plan(hydra_context, config, job_overrides, initial_job_idx, n_jobs)
-    packs = [u for u in units if u.packed]
-    sizes = f" ({', '.join(str(len(u.jobs)) for u in packs)} jobs each)" if packs else ""
-    log.info(f"packed launcher: {len(job_overrides)} jobs as {len(packs)} packs{sizes} and "
-             f"{len(units) - len(packs)} ordinary jobs, on {min(n_jobs, len(units))} processes")
+    say_plan(units, len(job_overrides), f"on {min(n_jobs, len(units))} processes")
     state = Singleton.get_state()
     work = [(hydra_context, config, unit, task_function, state) for unit in units]
     if n_jobs == 1 or len(units) == 1:
@@ -163,6 +162,37 @@ def launch(hydra_context: HydraContext, task_function: Any, config: DictConfig,
 
         returns = Parallel(n_jobs=min(n_jobs, len(units)), backend="loky")(delayed(run_unit)(*args) for args in work)
     by_number = {idx: ret for unit_returns in returns for idx, ret in unit_returns}
+    return [by_number[initial_job_idx + offset] for offset in range(len(job_overrides))]
+
+
+def say_plan(units: list[Unit], n_jobs: int, where: str) -> None:
+    """The console's line: how many packs (of how many jobs) and ordinary jobs a sweep became, and where."""
+    packs = [u for u in units if u.packed]
+    sizes = f" ({', '.join(str(len(u.jobs)) for u in packs)} jobs each)" if packs else ""
+    log.info(f"packed launcher: {n_jobs} jobs as {len(packs)} packs{sizes} and {len(units) - len(packs)} ordinary "
+             f"jobs, {where}")
+
+
+def submit_to_slurm(launcher: Any, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> list[JobReturn]:
+    """hydra/launcher=packed_slurm: the sweep's units as one Slurm job array through submitit, each pack and
+    each other job an element of it, with the settings of hydra/launcher=slurm (`launcher.params`, mapped
+    to submitit's as Hydra's submitit launcher maps them); the jobs' returns in the sweep's order."""
+    import submitit
+    from hydra_plugins.hydra_submitit_launcher.config import BaseQueueConf
+
+    setup_globals()
+    config = launcher.config
+    configure_log(config.hydra.hydra_logging, config.hydra.verbose)
+    Path(str(config.hydra.sweep.dir)).mkdir(parents=True, exist_ok=True)
+    units = plan(launcher.hydra_context, config, job_overrides, initial_job_idx, n_jobs=1)  # packs stay whole
+    say_plan(units, len(job_overrides), f"as {len(units)} Slurm jobs")
+    params = dict(launcher.params)
+    executor = submitit.AutoExecutor(cluster="slurm", folder=params.pop("submitit_folder"),
+                                     slurm_max_num_timeout=params.pop("max_num_timeout", 0))
+    queue_keys = set(OmegaConf.structured(BaseQueueConf).keys())
+    executor.update_parameters(**{key if key in queue_keys else f"slurm_{key}": value for key, value in params.items()})
+    jobs = executor.map_array(launcher, units, [Singleton.get_state()] * len(units))
+    by_number = {idx: ret for job in jobs for idx, ret in job.results()[0]}
     return [by_number[initial_job_idx + offset] for offset in range(len(job_overrides))]
 
 
