@@ -20,6 +20,7 @@ from typing import Any, Literal, NamedTuple
 
 from omegaconf import DictConfig, OmegaConf
 
+from seqrev.config import TRAINER_KEYS
 from seqrev.errors import RunDirError
 
 Engine = Literal["packed", "grouped", "per_batch"]
@@ -71,10 +72,9 @@ TRAINER_OPTIONS: dict[str, tuple[Callable[[Any], bool], tuple[Engine, ...], str]
     "devices": (lambda v: v in (None, 1, "auto"), LIGHTNING, "runs several processes"),
     "accelerator": (lambda v: v in (None, "auto", "cpu", "gpu", "cuda"), LIGHTNING, "is another device"),
 }
-TRAINER_ANY_VALUE = {"_target_", "max_epochs", "deterministic", "num_sanity_val_steps", "log_every_n_steps",
-                     "enable_model_summary", "enable_progress_bar", "default_root_dir", "plugins",
-                     "gradient_clip_algorithm"}
-"""Trainer options every engine takes whatever their value."""
+TRAINER_ANY_VALUE = TRAINER_KEYS - TRAINER_OPTIONS.keys() - {"strategy"}
+"""Trainer options every engine takes whatever their value: the rest of seqrev's own (conf/trainer), but
+`strategy` (trainer=ddp), which acts inside Lightning's loop."""
 
 
 def _trainer_option(key: str) -> Callable[[Job], str | None]:

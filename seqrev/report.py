@@ -134,6 +134,11 @@ def mode_baseline(n_features: int, timesteps: int) -> float:
     return 100 * expected_max / timesteps
 
 
+def has_mode_baseline(settings: dict[str, Any]) -> bool:
+    """Whether the mode baseline applies: fixed-length reversed or copied sequences of uniform symbols."""
+    return settings.get("data.task", "reverse") in ("reverse", "copy") and "data.min_timesteps" not in settings
+
+
 def _describe(settings: dict[str, Any]) -> str:
     return ", ".join(f"{k}={'absent' if v == '<absent>' else v}" for k, v in settings.items())
 
@@ -169,9 +174,8 @@ def _tables(runs: list[dict], settings: dict[str, Any]) -> tuple[list[str], list
     wirings = ordered({m for cells in table.values() for m in cells})
     tutorial = follows_tutorial(settings)
     figures = tutorial_figures() if tutorial else {"test_acc_percent": {}}
-    task = settings.get("data.task", "reverse")
     n_features = settings.get("data.n_features", 10)
-    with_baseline = task in ("reverse", "copy") and "data.min_timesteps" not in settings
+    with_baseline = has_mode_baseline(settings)
     lines, conflicts = [], []
     sections = [("Test token accuracy (%)", "test_acc", True, True),
                 ("Test sequence accuracy (%)", "test_seq_acc", True, False),
@@ -295,14 +299,12 @@ def experiment_views(ok: list[dict]) -> tuple[str, list[Experiment]]:
     for distinct, group in groups:
         settings = {**shared, **distinct}
         cells = grouped(group)
-        with_baseline = settings.get("data.task", "reverse") in ("reverse", "copy") and (
-            "data.min_timesteps" not in settings)
         n_features = settings.get("data.n_features", 10)
         views.append(Experiment(
             _describe(distinct) if len(groups) > 1 else "The tutorial's table", group, _tables(group, settings)[0],
             cells, ordered({m for c in cells.values() for m in c}),
             tutorial_figures()["test_acc_percent"] if follows_tutorial(settings) else {},
-            {t: mode_baseline(n_features, t) for _, t in cells} if with_baseline else {}))
+            {t: mode_baseline(n_features, t) for _, t in cells} if has_mode_baseline(settings) else {}))
     return (_describe(shared) if shared and len(ok) > 1 else ""), views
 
 
