@@ -75,39 +75,39 @@ def plan(hydra_context: HydraContext, config: DictConfig, job_overrides: Sequenc
     the rest (each said in one line), big packs split so that every process has work."""
     from seqrev.engines import Job, choose
 
-    packs: dict[str, Unit] = {}
-    firsts: dict[str, Job] = {}  # each pack's first job
-    units: list[Unit] = []
+    cells: dict[tuple[str, ...], list[tuple[int, list[str]]]] = {}
     for offset, overrides in enumerate(job_overrides):
-        idx, overrides = initial_job_idx + offset, list(overrides)
-        sweep_config = job_config(hydra_context, config, idx, overrides)
-        model_name = sweep_config.hydra.runtime.choices.get("model")
-        name = f"#{idx} ({' '.join(overrides)})"
-        # This process stays small, without torch: values are checked where the jobs run, and jobs are
-        # grouped by their settings as written (`${data.timesteps}`, not 8); a pack's process then parts
-        # members whose resolved settings still differ (run_pack).
+        cells.setdefault(cell_of(overrides), []).append((initial_job_idx + offset, list(overrides)))
+    units: list[Unit] = []
+    for jobs in cells.values():
+        names = [f"#{idx} ({' '.join(overrides)})" for idx, overrides in jobs]
+        # One config per cell (composing one takes a noticeable part of a second): its jobs differ only in
+        # their seeds. This process stays small, without torch: values are checked where the jobs run, and
+        # a pack's process parts members whose resolved settings still differ (run_pack).
         try:
+            sweep_config = job_config(hydra_context, config, *jobs[0])
+            model_name = sweep_config.hydra.runtime.choices.get("model")
             task_cfg = task_config(sweep_config)
-            choice = choose(Job(task_cfg, model_name), packing=True)
-            key = pack_key(task_cfg, model_name, resolve=False)
+            choice = choose(Job(task_cfg, model_name, alone=len(jobs) == 1), packing=True)
         except Exception:  # noqa: BLE001 - a config that fails is run as an ordinary job, which says why
-            units.append(ordinary_unit(idx, overrides, name, "its config does not resolve (it runs to say why)"))
+            units += [ordinary_unit(*job, name, "its config does not resolve (it runs to say why)")
+                      for job, name in zip(jobs, names)]
             continue
         if choice.engine != "packed":
-            units.append(ordinary_unit(idx, overrides, name, choice.reason))
-            continue
-        weight = int(task_cfg.data.timesteps) * int(task_cfg.model.units)
-        unit = packs.setdefault(key, Unit([], packed=True, weight=weight))
-        firsts.setdefault(key, Job(task_cfg, model_name))
-        unit.jobs.append((idx, overrides))
-        unit.names.append(name)
-    for key, unit in packs.items():
-        if len(unit.jobs) == 1:
-            firsts[key].alone = True
-            units.append(ordinary_unit(*unit.jobs[0], unit.names[0], choose(firsts[key], packing=True).reason))
+            units += [ordinary_unit(*job, name, choice.reason) for job, name in zip(jobs, names)]
         else:
-            units.append(unit)
+            units.append(Unit(jobs, packed=True, weight=int(task_cfg.data.timesteps) * int(task_cfg.model.units),
+                              names=names))
     return spread(units, n_jobs)
+
+
+def cell_of(overrides: Sequence[str]) -> tuple[str, ...]:
+    """A job's overrides but its seeds and where its files go: equal for jobs that differ only in those."""
+    def key(override: str) -> str:
+        return override.split("=", 1)[0].lstrip("+")
+
+    return tuple(sorted(o for o in overrides if key(o) not in ("seed", "data.seed", "run_name", "resume")
+                        and not key(o).startswith("paths.")))
 
 
 def ordinary_unit(idx: int, overrides: list[str], name: str, reason: str) -> Unit:
@@ -115,10 +115,10 @@ def ordinary_unit(idx: int, overrides: list[str], name: str, reason: str) -> Uni
     return Unit([(idx, overrides)], packed=False, names=[name])
 
 
-def pack_key(cfg: DictConfig, model_name: str | None, resolve: bool = True) -> str:
-    """Equal for two jobs exactly when they differ in nothing but their seeds (and where files go). With
-    `resolve=False`, of the settings as written: jobs equal there may still differ once resolved."""
-    settings = {key: OmegaConf.to_container(cfg[key], resolve=resolve) if OmegaConf.is_config(cfg[key]) else cfg[key]
+def pack_key(cfg: DictConfig, model_name: str | None) -> str:
+    """Equal for two jobs exactly when they differ in nothing but their seeds (and where files go), their
+    settings resolved."""
+    settings = {key: OmegaConf.to_container(cfg[key], resolve=True) if OmegaConf.is_config(cfg[key]) else cfg[key]
                 for key in cfg.keys() if key not in ("seed", "paths", "run_name", "resume")}
     settings.get("data", {}).pop("seed", None)
     for section in ("callbacks", "logger"):

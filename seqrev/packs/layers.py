@@ -219,7 +219,10 @@ def member_optimizer_states(packed: nn.Module, optimizer: torch.optim.Optimizer,
     split = {index: {key: split_like(packed, params[index], value) if torch.is_tensor(value)
                      and value.shape == params[index].shape else [value] * members for key, value in entry.items()}
              for index, entry in state["state"].items()}
-    return [{"state": {index: {key: parts[k] for key, parts in entry.items()} for index, entry in split.items()},
+    # Copies: the optimiser's own tensors change at its next step, and a member's view of them would save
+    # every member's storage in its checkpoint.
+    return [{"state": {index: {key: parts[k].clone() if torch.is_tensor(parts[k]) else parts[k]
+                               for key, parts in entry.items()} for index, entry in split.items()},
              "param_groups": state["param_groups"]} for k in range(members)]
 
 
