@@ -407,3 +407,67 @@ def test_a_members_best_checkpoint_is_its_own_jobs_best_epoch_and_weights(tmp_pa
         assert member.results["stopped_early"] is own["stopped_early"] is False
         assert member.results["epochs_run"] == own["epochs_run"] == 6
     assert earlier  # so the test tells the best epoch from the last
+
+
+def test_on_a_gpu_a_cell_trains_as_packs_of_what_its_free_memory_holds(tmp_path, caplog):
+    """A fake figure for the device's free memory, on the CPU: three and a half members' worth gives packs of
+    3, 3 and 1, one after another, every member ending as it does in one pack of all seven."""
+    import re
+
+    from seqrev.packs.layers import member_bytes
+    from seqrev.packs.recipe import MEMORY_SHARE, capacity
+
+    settings = (*TINY, "trainer.max_epochs=2")
+    for folder in ("whole", "parts"):
+        (tmp_path / folder).mkdir()
+    whole, parts = members(tmp_path / "whole", range(7), *settings), members(tmp_path / "parts", range(7), *settings)
+    from hydra.utils import instantiate
+
+    data = instantiate(parts[0].cfg.data)
+    data.prepare()
+    free = int(3.5 * member_bytes(instantiate(parts[0].cfg.model), data.train, data.val, 32) / MEMORY_SHARE)
+    assert capacity(parts[0].cfg, free) == 3
+    train_pack(whole)
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="seqrev"):
+        train_pack(parts, free_memory=free)
+    assert re.findall(r"trained in a pack of (\d+)", caplog.text) == ["3"] * 6 + ["1"]
+    assert "holds 3 members at a time: trained as 3 packs, one after another" in caplog.text
+    for alone, together in zip(parts, whole):
+        assert alone.results["status"] == "ok"
+        for key in SCORES:
+            assert alone.results[key] == pytest.approx(together.results[key], abs=1e-6), key
+
+
+def test_a_members_memory_estimate_counts_its_weights_data_and_what_backward_keeps():
+    from seqrev.packs.layers import member_bytes
+
+    def estimate(units: int = 16, n_train: int = 2000, batch: int = 32) -> int:
+        model = WIRINGS["both_outputs"](n_features=10, timesteps=4, units=units)
+        inputs = torch.zeros(n_train, 4, 10)
+        return member_bytes(model, (inputs, torch.zeros(n_train, 4, dtype=torch.long)), (inputs[:200],
+                            torch.zeros(200, 4, dtype=torch.long)), batch)
+
+    data = 2 * 2000 * 4 * (10 * 4 + 8) + 200 * 4 * (10 * 4 + 8)  # float one-hot inputs and int64 targets
+    weights = 4 * 4010 * 4  # weights, gradients, Adam's two moments
+    assert data + weights < estimate() < 4 * (data + weights)
+    assert estimate(n_train=4000) - estimate() == pytest.approx(2 * 2000 * 4 * 48, rel=0.05)
+    assert estimate(batch=64) > estimate() and estimate(units=64) > estimate()
+
+
+def test_packs_are_wide_only_where_measured_faster_and_apply_the_trainers_determinism(tmp_path):
+    from seqrev.packs.layers import Pack, choose_layout
+
+    assert choose_layout(3, 16, torch.device("cpu")) == "wide"
+    assert choose_layout(10, 16, torch.device("cpu")) == "stacked"
+    assert choose_layout(3, 16, torch.device("cuda")) == "stacked"  # a GPU: no step waits for the host
+    models = [WIRINGS["both_outputs"](n_features=10, timesteps=4) for _ in range(3)]
+    pack = Pack(models, torch.device("cpu"), layout="stacked")
+    pack.keep([0, 1])
+    assert pack.layout == "stacked"  # a layout asked for stays
+    for deterministic in (True, False):
+        (tmp_path / str(deterministic)).mkdir()
+        run = PackRun(members(tmp_path / str(deterministic), [0, 1], *TINY, f"trainer.deterministic={deterministic}"))
+        run.setup()
+        assert torch.are_deterministic_algorithms_enabled() is deterministic
+        run.cleanup()

@@ -120,3 +120,23 @@ def test_gpu_check_says_in_one_sentence_that_there_is_no_gpu():
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip().count("\n") == 0 and "no CUDA GPU" in done.stdout
     assert done.stderr == ""
+
+
+@pytest.mark.slow
+def test_gpu_checks_packs_table_runs_on_the_cpu_with_members_equal_to_their_own_runs(tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    out = tmp_path / "packs.json"
+    done = subprocess.run([sys.executable, str(ROOT / "scripts" / "gpu-check"), "--packs", "--device", "cpu",
+                           "--sizes", "2,6", "--out", str(out), "data.n_train=300"], capture_output=True, text=True,
+                          timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    rows = json.loads(out.read_text())
+    assert [(r["members"], r["layout"]) for r in rows] == [(2, "stacked"), (2, "wide"), (6, "stacked"), (6, "wide")]
+    assert all(r["members_equal_alone"] and r["peak_mb"] is None and r["host_syncs_per_step"] is None for r in rows)
+    assert all(r["ms_per_model_step"] > 0 and r["vs_one_model"] > 0 and r["vs_plain_loop"] > 0 for r in rows)
+    assert rows[2]["estimate_mb"] == pytest.approx(3 * rows[0]["estimate_mb"])  # one member's estimate, times K
+    table = [line for line in done.stdout.splitlines() if line.startswith("|")]
+    assert len(table) == 2 + len(rows) and all(line.endswith("| yes |") for line in table[2:])

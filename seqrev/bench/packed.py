@@ -18,8 +18,10 @@ from seqrev.bench import interleaved, plain_fit, seqrev_fit
 from seqrev.catalog import TUTORIAL_WIRINGS, compose
 
 
-def pack_fit(overrides: list[str], wiring: str, members: int, scratch: Path) -> tuple[float, int, str]:
-    """Seconds, model-steps and layout of a pack of `members` seeds trained for the configured epochs."""
+def pack_fit(overrides: list[str], wiring: str, members: int, scratch: Path,
+             layout: str | None = None) -> tuple[float, int, str]:
+    """Seconds, model-steps and layout of a pack of `members` seeds trained for the configured epochs (in
+    `layout`, or the one the device's rule chooses); member k's folder is `scratch/member{k}`."""
     from seqrev.packs.recipe import Member, PackRun
     from seqrev.results import describe
 
@@ -29,7 +31,7 @@ def pack_fit(overrides: list[str], wiring: str, members: int, scratch: Path) -> 
         folder.mkdir(parents=True)
         cfg = compose([*overrides, f"seed={seed}", f"paths.output_dir={folder}"])
         pack.append(Member(cfg, wiring, describe(cfg, wiring)))
-    run = PackRun(pack)
+    run = PackRun(pack, layout)
     run.setup()
     started = time.perf_counter()
     run.train()

@@ -19,16 +19,18 @@ import torch
 from torch import nn
 
 Layout = Literal["stacked", "wide"]
-WIDE_UP_TO = 128
-"""The widest pack (members x units) that uses the `wide` layout; wider packs are `stacked`. Measured
-on one CPU core (`python -m seqrev.bench --packed`): at 16 units and 16 steps, 3 members train 2x faster
-wide than stacked, 10 members 1.1x faster stacked."""
+WIDE_UP_TO = {"cpu": 128}
+"""Per kind of device, the widest pack (members x units) that uses the `wide` layout; wider packs are
+`stacked`. Measured on one CPU core (`python -m seqrev.bench --packed`): at 16 units and 16 steps, 3 members
+train 2x faster wide than stacked, 10 members 1.1x faster stacked. A device not listed (a GPU: not measured
+yet, `scripts/gpu-check --packs` measures both) is always stacked, where no step waits for the host: the
+wide layout checks every step that its members' numbers are finite, a host sync (`Pack.finite`)."""
 GATES = {"lstm": 4, "gru": 3, "rnn": 1}
 CELL_OF = {nn.LSTM: "lstm", nn.GRU: "gru", nn.RNN: "rnn"}
 
 
-def choose_layout(members: int, units: int) -> Layout:
-    return "wide" if members * units <= WIDE_UP_TO else "stacked"
+def choose_layout(members: int, units: int, device: torch.device) -> Layout:
+    return "wide" if members * units <= WIDE_UP_TO.get(device.type, 0) else "stacked"
 
 
 class PackedLayer(nn.Module):
@@ -263,10 +265,10 @@ class Pack:
     """A pack in training: the packed model of K members, its optimiser and schedule, and their layout."""
 
     def __init__(self, models: list[nn.Module], device: torch.device, optimizer_states: list[dict] | None = None,
-                 schedule: dict | None = None) -> None:
+                 schedule: dict | None = None, layout: Layout | None = None) -> None:
         self.template = models[0]  # what every member shares: loss, padding, optimiser settings
-        self.members, self.isolated = len(models), False
-        self.layout = choose_layout(self.members, self.template.units)
+        self.members, self.device, self.fixed_layout = len(models), device, layout
+        self.layout = layout or choose_layout(self.members, self.template.units, device)
         self.model = pack_models(models, self.layout).to(device).train()
         self._optimize(optimizer_states, schedule)
 
@@ -290,16 +292,16 @@ class Pack:
             values = torch.stack([p.grad.sum() for p in self.model.parameters() if p.grad is not None])
         if bool(torch.isfinite(values).all()):
             return True
-        self.isolated = True
+        self.fixed_layout = "stacked"
         self.keep(list(range(self.members)))
         return False
 
     def keep(self, kept: list[int]) -> None:
         """Only the members `kept` (in that order) from here on, their optimiser state and the schedule's
-        kept, in the layout for their number (stacked for good once isolated)."""
+        kept, in the layout for their number (or the one fixed: stacked for good once isolated)."""
         states = self.optimizer_states()
         schedule = self.scheduler.state_dict() if self.scheduler is not None else None
-        self.layout = "stacked" if self.isolated else choose_layout(len(kept), self.template.units)
+        self.layout = self.fixed_layout or choose_layout(len(kept), self.template.units, self.device)
         repack(self.model, kept, self.layout)
         self.members = len(kept)
         self._optimize([states[k] for k in kept], schedule)
@@ -310,3 +312,27 @@ class Pack:
             load_member_optimizer_states(self.model, self.optimizer, states)
         if schedule is not None and self.scheduler is not None:
             self.scheduler.load_state_dict(schedule)
+
+
+def member_bytes(model: nn.Module, train: tuple[torch.Tensor, ...], val: tuple[torch.Tensor, ...],
+                 batch_size: int) -> int:
+    """An upper estimate of the device memory one member of a stacked pack takes: its weights with their
+    gradients and Adam's two moments; its training split twice (with the epoch's shuffled copy) and its
+    validation split; what its training batch's forward pass keeps for backward (measured here, on a pack
+    of one), and as much per example again for the validation pass."""
+    def size(tensor: torch.Tensor) -> int:
+        return tensor.numel() * tensor.element_size()
+
+    kept: set[tuple[int, int]] = set()  # (address, bytes): a tensor saved twice, or by several views, counts once
+
+    def keep(tensor: torch.Tensor) -> torch.Tensor:
+        kept.add((tensor.data_ptr(), size(tensor)))
+        return tensor
+
+    pack = Pack([model], torch.device("cpu"), layout="stacked")
+    inputs, targets = (t[None, :batch_size] for t in train)
+    with torch.autograd.graph.saved_tensors_hooks(keep, lambda tensor: tensor):
+        pack.template.loss(pack(inputs), targets, pack.template.scored(targets), members=True)
+    per_example = sum(b for _, b in kept) / inputs.shape[1]
+    weights = 4 * sum(size(p) for p in model.parameters())
+    return int(weights + 2 * sum(map(size, train)) + sum(map(size, val)) + per_example * (batch_size + len(val[0])))

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -33,8 +34,8 @@ log = logging.getLogger("seqrev")
 class PackRun:
     """Trains `members` (all at the same epoch) together; each leaves with its results.json written."""
 
-    def __init__(self, members: list[Member]) -> None:
-        self.members, self.active = members, []
+    def __init__(self, members: list[Member], layout: layers.Layout | None = None) -> None:
+        self.members, self.active, self.layout = members, [], layout  # layout: None for the device's rule
         self.writer = BackgroundWrites()  # the disk's waits overlap training
 
     def setup(self) -> None:
@@ -42,11 +43,18 @@ class PackRun:
         (with the members' saved states when they resume) and every member's data on the pack's device."""
         from seqrev.config import device
         from seqrev.console import quiet_lightning
+        from seqrev.run import set_determinism
 
         quiet_lightning()
         first = self.members[0].cfg
         torch.set_num_threads(first.threads)
         on = torch.device(device(first.trainer.accelerator))
+        deterministic = bool(first.trainer.get("deterministic"))  # applied as the Trainer applies it, and as a run
+        torch.use_deterministic_algorithms(deterministic)
+        if deterministic:
+            torch.backends.cudnn.benchmark = False
+            os.environ["CUBLAS_WORKSPACE_CONFIG"] = ":4096:8"
+        set_determinism(deterministic)
         self.max_epochs, self.batch_size = int(first.trainer.max_epochs), int(first.data.batch_size)
         for member in self.members:
             try:
@@ -59,7 +67,8 @@ class PackRun:
         saved = [member.checkpoint for member in self.active]
         self.pack = layers.Pack([member.model for member in self.active], on,
                                 [c["optimizer_states"][0] for c in saved] if saved[0] else None,
-                                saved[0]["lr_schedulers"][0] if saved[0] and saved[0]["lr_schedulers"] else None)
+                                saved[0]["lr_schedulers"][0] if saved[0] and saved[0]["lr_schedulers"] else None,
+                                self.layout)
         self.data = {split: tuple(torch.stack([getattr(m.data, split)[i] for m in self.active]).to(on)
                                   for i in (0, 1)) for split in ("train", "val")}  # (K, N, T, C), (K, N, T)
 
@@ -201,8 +210,40 @@ class PackRun:
             member.close()
 
 
-def train_pack(members: list[Member]) -> None:
-    """Setup, train, cleanup: every member ends with its results.json (ok, failed or interrupted)."""
+MEMORY_SHARE = 0.8
+"""The share of a GPU's free memory a pack plans to fill; the rest is left to the allocator and CUDA."""
+
+
+def capacity(cfg: DictConfig, free_memory: int) -> int:
+    """How many members of a cell like `cfg`'s fit in `free_memory` bytes (at least one): MEMORY_SHARE of it
+    over one member's estimate (layers.member_bytes, on this cell's model and data)."""
+    from hydra.utils import instantiate
+
+    data = instantiate(cfg.data)
+    data.prepare()
+    per_member = layers.member_bytes(instantiate(cfg.model), data.train, data.val, int(cfg.data.batch_size))
+    return max(1, int(MEMORY_SHARE * free_memory // per_member))
+
+
+def train_pack(members: list[Member], free_memory: int | None = None) -> None:
+    """Setup, train, cleanup: every member ends with its results.json (ok, failed or interrupted). On a GPU,
+    as many members at a time as its free memory holds (`capacity`; `free_memory` in bytes, read from the
+    device when not given), one pack after another; on the CPU, all of them."""
+    from seqrev.config import device
+
+    on = torch.device(device(members[0].cfg.trainer.accelerator))
+    if free_memory is None and on.type == "cuda":
+        free_memory = torch.cuda.mem_get_info(on)[0]
+    size = len(members) if free_memory is None or len(members) == 1 else capacity(members[0].cfg, free_memory)
+    if size < len(members):
+        log.info(f"pack of {len(members)} ({members[0].about['model']}): {free_memory / 2**30:.2f} GiB free on "
+                 f"{on.type} holds {size} members at a time: trained as {math.ceil(len(members) / size)} packs, "
+                 f"one after another")
+    for start in range(0, len(members), size):
+        _train_pack(members[start:start + size])
+
+
+def _train_pack(members: list[Member]) -> None:
     run = PackRun(members)
     try:
         run.setup()
