@@ -307,6 +307,8 @@ def test_packs_are_split_until_every_process_has_work_largest_first():
     assert sorted(i for u in units for i, _ in u.jobs) == list(range(31))
     assert [len(u.jobs) for u in units][0] == 15  # the longest starts first
     assert len(spread([Unit([(0, [])], packed=False)] * 3, n_jobs=8)) == 3  # ordinary jobs are never split
+    assert [len(u.jobs) for u in spread([Unit([(i, []) for i in range(30)], packed=True, whole=True)], n_jobs=4)] == [
+        30]  # a GPU's pack: every seed, however many cores
     for members in (2, 3):  # a pack is split only into packs: two seeds stay one pack, whatever the cores
         assert [len(u.jobs) for u in spread([Unit([(i, []) for i in range(members)], packed=True)], n_jobs=8)] == [
             members]
@@ -471,3 +473,11 @@ def test_packs_are_wide_only_where_measured_faster_and_apply_the_trainers_determ
         run.setup()
         assert torch.are_deterministic_algorithms_enabled() is deterministic
         run.cleanup()
+
+
+def test_a_gpu_sweeps_cell_is_one_pack_whatever_the_cores(tmp_path, seqrev_train):
+    """On a GPU a pack takes every seed of its cell (as many at a time as memory holds), not one per core.
+    Without a GPU here the jobs then fail, each saying why; the plan is what this checks."""
+    done = seqrev_train("-m", "hydra/launcher=packed", "hydra.launcher.n_jobs=2", "trainer=gpu", "seed=0,1,2,3",
+                        *TINY, "trainer.max_epochs=1", f"hydra.sweep.dir={tmp_path}")
+    assert "packed launcher: 4 jobs as 1 packs (4 jobs each) and 0 ordinary jobs" in done.stdout, done.stdout[-2000:]

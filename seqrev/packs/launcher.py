@@ -37,6 +37,7 @@ class Unit:
     packed: bool
     weight: float = 1.0  # relative running time, to start the longest first
     names: list[str] = field(default_factory=list)
+    whole: bool = False  # a pack never split over processes: on a GPU it takes every seed its memory holds
 
 
 def default_jobs() -> int:
@@ -97,7 +98,7 @@ def plan(hydra_context: HydraContext, config: DictConfig, job_overrides: Sequenc
             units += [ordinary_unit(*job, name, choice.reason) for job, name in zip(jobs, names)]
         else:
             units.append(Unit(jobs, packed=True, weight=int(task_cfg.data.timesteps) * int(task_cfg.model.units),
-                              names=names))
+                              names=names, whole=str(task_cfg.trainer.accelerator) in ("gpu", "cuda")))
     return spread(units, n_jobs)
 
 
@@ -131,10 +132,12 @@ def pack_key(cfg: DictConfig, model_name: str | None) -> str:
 
 def spread(units: list[Unit], n_jobs: int) -> list[Unit]:
     """Split the largest packs in two until there are at least `n_jobs` units (or no pack of 4 or more to
-    split: each half stays a pack), so no process idles; longest first, so the last to finish is a short one."""
+    split, but those kept whole: each half stays a pack), so no CPU idles; longest first, so the last to
+    finish is a short one."""
     units = list(units)
     while len(units) < n_jobs:
-        largest = max((u for u in units if u.packed and len(u.jobs) >= 4), key=lambda u: len(u.jobs), default=None)
+        largest = max((u for u in units if u.packed and not u.whole and len(u.jobs) >= 4), key=lambda u: len(u.jobs),
+                      default=None)
         if largest is None:
             break
         half = len(largest.jobs) // 2
