@@ -148,11 +148,11 @@ class SweepProgress(Callback):
                 said, last_said = ended, time.time()
 
     def _say(self, line: str, final: bool = False) -> None:
-        if self.in_place:
-            self.out.write("\r\033[K" + line + ("\n" if final else ""))
-        else:
-            self.out.write(line + "\n")
-        self.out.flush()
+        try:
+            self.out.write(("\r\033[K" + line + ("\n" if final else "")) if self.in_place else line + "\n")
+            self.out.flush()
+        except ValueError:  # the stream was closed under the thread, as its process ends: no one to tell
+            self.stop.set()
 
     def _report(self) -> Path | None:
         """The sweep's report (seqrev.report) written into its folder: report.html, or report.md without

@@ -37,6 +37,9 @@ class PauseAtEpoch(Callback):
         if self.only_for is not None and pl_module.name != self.only_for:
             return  # in a sweep: pause only the job of this wiring
         if trainer.current_epoch == self.epochs and not self.marker.exists():
+            checkpoint_io = trainer.strategy.checkpoint_io
+            if hasattr(checkpoint_io, "writes"):  # seqrev's writes in the background: its checkpoints on disk first
+                checkpoint_io.teardown()
             self.marker.write_text(str(self.epochs))
             time.sleep(self.seconds)  # the signal lands here
 
