@@ -81,6 +81,20 @@ def build(cfg: DictConfig):
     return datamodule, model, trainer
 
 
+def apply_determinism(deterministic: bool) -> None:
+    """`trainer.deterministic` for training no Trainer drives (a pack): what the Trainer applies (its
+    `_set_torch_flags`: deterministic algorithms, cuBLAS's workspace, no cuDNN benchmark), then seqrev's own."""
+    import os
+
+    import torch
+
+    torch.use_deterministic_algorithms(deterministic)
+    if deterministic:
+        torch.backends.cudnn.benchmark = False
+        os.environ["CUBLAS_WORKSPACE_CONFIG"] = ":4096:8"
+    set_determinism(deterministic)
+
+
 def set_determinism(deterministic: bool) -> None:
     """The flags `deterministic` leaves to seqrev (the Trainer has already chosen deterministic kernels).
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 import time
 from pathlib import Path
 from typing import Any
@@ -43,18 +42,13 @@ class PackRun:
         (with the members' saved states when they resume) and every member's data on the pack's device."""
         from seqrev.config import device
         from seqrev.console import quiet_lightning
-        from seqrev.run import set_determinism
+        from seqrev.run import apply_determinism
 
         quiet_lightning()
         first = self.members[0].cfg
         torch.set_num_threads(first.threads)
         on = torch.device(device(first.trainer.accelerator))
-        deterministic = bool(first.trainer.get("deterministic"))  # applied as the Trainer applies it, and as a run
-        torch.use_deterministic_algorithms(deterministic)
-        if deterministic:
-            torch.backends.cudnn.benchmark = False
-            os.environ["CUBLAS_WORKSPACE_CONFIG"] = ":4096:8"
-        set_determinism(deterministic)
+        apply_determinism(bool(first.trainer.get("deterministic")))
         self.max_epochs, self.batch_size = int(first.trainer.max_epochs), int(first.data.batch_size)
         for member in self.members:
             try:
