@@ -82,11 +82,22 @@ def record_ids(loggers: dict[str, Any], run_dir: Path) -> None:
     ids = {}
     for name, logger in loggers.items():
         if isinstance(logger, MLFlowLogger):
-            ids[name] = logger.run_id  # creates the MLflow run now
+            ids[name] = _mlflow_run_id(logger)
         elif isinstance(logger, WandbLogger):
             ids[name] = logger.version
     if ids and ids != read_ids(run_dir):
         atomic_write(run_dir / RECORD, lambda handle: handle.write(json.dumps(ids).encode()))
+
+
+def _mlflow_run_id(logger: Any) -> str:
+    """The logger's MLflow run, created now. Jobs that start together may each find the sweep's experiment
+    missing and create it: the later creation fails, and a second look finds the experiment made first."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return logger.run_id
+    except MlflowException:
+        return logger.run_id
 
 
 def _trackers(loggers: list) -> list:

@@ -177,3 +177,24 @@ def test_a_resumed_run_continues_the_tracker_runs_it_started(tmp_path):
     assert fresh["mlflow"].run_id != started
     for loggers in (again, fresh):
         trackers.close(list(loggers.values()), failed=False)
+
+
+def test_jobs_starting_together_share_the_sweeps_mlflow_experiment_the_other_made_first(tmp_path):
+    """The race of two jobs starting at once: this one looked for the experiment before the other created
+    it, so its own creation fails; it records its run in the other's experiment, not a failure."""
+    from lightning.pytorch.loggers import MLFlowLogger
+    from mlflow import MlflowClient
+
+    from seqrev.trackers import record_ids
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    other = MlflowClient(uri).create_experiment("sweep")  # the other job's, made meanwhile
+    logger = MLFlowLogger(experiment_name="sweep", tracking_uri=uri)
+    looked = logger._mlflow_client.get_experiment_by_name
+    calls = []
+    logger._mlflow_client.get_experiment_by_name = lambda name: calls.append(name) or (
+        None if len(calls) == 1 else looked(name))  # the first look came before the other job's creation
+    (tmp_path / "run").mkdir()
+    record_ids({"mlflow": logger}, tmp_path / "run")
+    run = MlflowClient(uri).get_run(json.loads((tmp_path / "run" / "trackers.json").read_text())["mlflow"])
+    assert run.info.experiment_id == other and len(calls) == 2
