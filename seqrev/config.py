@@ -24,10 +24,6 @@ def _padded(task: str, timesteps: int, min_timesteps: int) -> bool:
         return False
 
 
-# Config files ask whether a task needs the padding class: `${seqrev_padded:task,timesteps,min_timesteps}`.
-if not OmegaConf.has_resolver("seqrev_padded"):
-    OmegaConf.register_new_resolver("seqrev_padded", _padded)
-
 NAMED_IN_RUN_NAME = {"model", "data.timesteps", "model.units", "seed", "size"}
 SWEPT = "seqrev_swept"
 """The keys a sweep's command line varies: a value of each job's Hydra config (`hydra.job.env_set`, so
@@ -56,9 +52,6 @@ def _swept_settings() -> str:
     return "".join(parts)
 
 
-if not OmegaConf.has_resolver("seqrev_swept"):
-    OmegaConf.register_new_resolver("seqrev_swept", _swept_settings)
-
 def _group() -> str:
     """What a run belongs to, for trackers that group runs: a sweep's folder name, or "runs" for single runs."""
     from hydra.core.hydra_config import HydraConfig
@@ -69,16 +62,13 @@ def _group() -> str:
     return "runs"
 
 
-def _job_name(output_dir: str) -> str:
-    """A run's name for trackers: its folder's name, as job folders and TensorBoard name it."""
-    return Path(output_dir).name
+# Config files ask whether a task needs the padding class (`${seqrev_padded:task,timesteps,min_timesteps}`)
+# and name job folders after what a sweep varies; trackers' configs (conf/logger) group a sweep's jobs
+# and name each like its folder, as job folders and TensorBoard name it.
+for _name, _resolver in {"seqrev_padded": _padded, "seqrev_swept": _swept_settings, "seqrev_group": _group,
+                       "seqrev_job_name": lambda output_dir: Path(output_dir).name}.items():
+    OmegaConf.register_new_resolver(_name, _resolver, replace=True)
 
-
-# Trackers' configs (conf/logger) group a sweep's jobs and name each like its folder.
-if not OmegaConf.has_resolver("seqrev_group"):
-    OmegaConf.register_new_resolver("seqrev_group", _group)
-if not OmegaConf.has_resolver("seqrev_job_name"):
-    OmegaConf.register_new_resolver("seqrev_job_name", _job_name)
 
 def device(accelerator: str | None) -> str:
     """The device a run trains on: a CUDA GPU when asked for (or `auto`) and present, else the CPU."""

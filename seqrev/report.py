@@ -146,22 +146,17 @@ def _describe(settings: dict[str, Any]) -> str:
 def markdown(runs: list[dict], warnings: list[str]) -> str:
     ok = [r for r in runs if r.get("status") == "ok"]
     lines = [f"# seqrev report: {len(ok)} finished runs", ""]
-    shared, groups = experiments(ok)
-    if shared and len(ok) > 1:
-        lines += ["Settings shared by every run: " + _describe(shared) + ".", ""]
-    conflicts = []
-    for distinct, group in groups:
-        if len(groups) > 1:  # one set of tables per experiment
-            lines += [f"# {_describe(distinct)}", ""]
-        settings = {**shared, **distinct}
-        tables, clashes = _tables(group, settings)
-        lines += tables
-        conflicts += clashes
+    shared, views = experiment_views(ok)
+    if shared:
+        lines += [f"Settings shared by every run: {shared}.", ""]
+    for view in views:
+        lines += ([f"# {view.title}", ""] if len(views) > 1 else []) + view.tables  # one set of tables each
     failed = [r for r in runs if r.get("status") != "ok"]
     if failed:
         lines += ["## Jobs that did not finish", ""]
         lines += [f"- `{r['job_dir']}`: {r.get('status')}: {r.get('error', 'no error recorded')}" for r in failed]
         lines.append("")
+    conflicts = [c for view in views for c in view.conflicts]
     if conflicts or warnings:
         lines += ["## Warnings", ""] + [f"- {w}" for w in conflicts + warnings] + [""]
     return "\n".join(lines)
@@ -225,67 +220,15 @@ def write_csv(runs: list[dict], path: Path) -> None:
             writer.writerow({k: json.dumps(v) if isinstance(v, (list, dict)) else v for k, v in run.items()})
 
 
-def plot(runs: list[dict], path: Path) -> bool:
-    """Accuracy against timesteps per wiring, and accuracy per position at the largest T. False without matplotlib."""
-    from seqrev.plotting import pyplot
-
-    plt = pyplot()
-    if plt is None:
-        return False
-    shared, groups = experiments([r for r in runs if r.get("status") == "ok"])
-    if not groups:
-        return False
-    distinct, first_group = groups[0]  # the tutorial's own protocol when present
-    table = grouped(first_group)
-    figures = tutorial_figures()["test_acc_percent"] if follows_tutorial({**shared, **distinct}) else {}
-    wirings = ordered({m for cells in table.values() for m in cells})
-    colours = {w: f"C{i}" for i, w in enumerate(wirings)}
-    fig, (left, right) = plt.subplots(1, 2, figsize=(13, 5))
-    for units in sorted({u for u, _ in table}):
-        style = "-" if units == min(u for u, _ in table) else "--"
-        for wiring in wirings:
-            points = [(t, [100 * r["test_acc"] for r in table[(u, t)].get(wiring, [])]) for u, t in sorted(table)
-                      if u == units and table[(u, t)].get(wiring)]
-            if not points:
-                continue
-            xs = [t for t, _ in points]
-            means = [statistics.fmean(v) for _, v in points]
-            errors = [statistics.stdev(v) if len(v) > 1 else 0 for _, v in points]
-            left.errorbar(xs, means, yerr=errors, fmt=style + "o", color=colours[wiring], capsize=3,
-                          label=f"{wiring} ({units} units)")
-            reference = [(int(t), v[wiring]) for t, v in figures.get(str(units), {}).items() if wiring in v]
-            if reference:
-                left.scatter(*zip(*reference), marker="x", s=70, color=colours[wiring])
-    left.set(xscale="log", xlabel="timesteps", ylabel="test token accuracy (%)", ylim=(0, 102),
-             title="seqrev (lines, ± std over seeds) vs the tutorial (x)")
-    timesteps_present = sorted({t for _, t in table})
-    left.set_xticks(timesteps_present, [str(t) for t in timesteps_present])
-    left.minorticks_off()
-    left.legend(fontsize=7)
-    largest = max(timesteps_present) if timesteps_present else None
-    units_here = min((u for u, t in table if t == largest), default=None)
-    for wiring in wirings:
-        cell = table.get((units_here, largest), {}).get(wiring, [])
-        if cell:
-            per_position = [statistics.fmean(r["test_acc_per_position"][i] for r in cell) * 100
-                            for i in range(len(cell[0]["test_acc_per_position"]))]
-            right.plot(range(1, len(per_position) + 1), per_position, "o-", color=colours[wiring], label=wiring)
-    right.set(xlabel="output position", ylabel="test token accuracy (%)", ylim=(0, 102),
-              title=f"accuracy per output position at T={largest}, {units_here} units")
-    right.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return True
-
-
 class Experiment(NamedTuple):
-    """One experiment of the report, ready to show: its runs by (units, T) and wiring, report.md's tables,
-    the tutorial's figures (when made with its protocol) and the mode baseline by T (when it applies)."""
+    """One experiment of the report, ready to show: its runs by (units, T) and wiring, report.md's tables
+    and the conflicts they found, the tutorial's figures (when made with its protocol) and the mode
+    baseline by T (when it applies)."""
 
     title: str
     runs: list[dict]
     tables: list[str]
+    conflicts: list[str]
     cells: dict[tuple[int, int], dict[str, list[dict]]]
     wirings: list[str]
     figures: dict[str, Any]
@@ -301,7 +244,7 @@ def experiment_views(ok: list[dict]) -> tuple[str, list[Experiment]]:
         cells = grouped(group)
         n_features = settings.get("data.n_features", 10)
         views.append(Experiment(
-            _describe(distinct) if len(groups) > 1 else "The tutorial's table", group, _tables(group, settings)[0],
+            _describe(distinct) if len(groups) > 1 else "The tutorial's table", group, *_tables(group, settings),
             cells, ordered({m for c in cells.values() for m in c}),
             tutorial_figures()["test_acc_percent"] if follows_tutorial(settings) else {},
             {t: mode_baseline(n_features, t) for _, t in cells} if has_mode_baseline(settings) else {}))
@@ -311,7 +254,8 @@ def experiment_views(ok: list[dict]) -> tuple[str, list[Experiment]]:
 def write_report(directories: list[Path], quiet: bool = False) -> Path | None:
     """report.md, report.csv, report.png (with matplotlib) and report.html into the first directory, the
     Markdown also printed unless `quiet`; the page's path, or None when no results.json was readable."""
-    from seqrev.report_page import page
+    from seqrev.plotting import MISSING, pyplot
+    from seqrev.report_page import page, table_figure
 
     runs, warnings = gather(directories)
     for warning in warnings if not quiet else ():
@@ -323,9 +267,14 @@ def write_report(directories: list[Path], quiet: bool = False) -> Path | None:
     (out / "report.md").write_text(text)
     write_csv(runs, out / "report.csv")
     written = [out / "report.md", out / "report.csv"]
-    if plot(runs, out / "report.png"):
-        written.append(out / "report.png")
     shared, views = experiment_views([r for r in runs if r.get("status") == "ok"])
+    plt = pyplot()
+    if plt is not None and views:  # the first experiment's chart: the tutorial's own protocol when present
+        first = views[0]
+        figure = table_figure(plt, first.cells, first.wirings, first.figures, first.baselines)
+        figure.savefig(out / "report.png", dpi=110, bbox_inches="tight")
+        plt.close(figure)
+        written.append(out / "report.png")
     (out / "report.html").write_text(page(runs, warnings, out, shared, views), encoding="utf-8")
     written.append(out / "report.html")
     if not quiet:
@@ -334,8 +283,6 @@ def write_report(directories: list[Path], quiet: bool = False) -> Path | None:
         signal.signal(signal.SIGPIPE, signal.SIG_DFL)
         print(text)
         if out / "report.png" not in written:
-            from seqrev.plotting import MISSING
-
             print(f"no plot: {MISSING}", file=sys.stderr)
         print("wrote " + ", ".join(map(str, written)))
     return out / "report.html"

@@ -48,7 +48,7 @@ def svg(fig: Any) -> str:
     return '<div class="chart">' + text[text.index("<svg"):] + "</div>"
 
 
-def table_chart(plt: Any, cells: dict, wirings: list[str], figures: dict, baselines: dict) -> str:
+def table_figure(plt: Any, cells: dict, wirings: list[str], figures: dict, baselines: dict) -> Any:
     """Test token accuracy against T per wiring (a panel per units): every seed a dot, mean ± std, the
     tutorial's figure (x) and the mode baseline (dashed)."""
     units_values = sorted({u for u, _ in cells})
@@ -75,7 +75,7 @@ def table_chart(plt: Any, cells: dict, wirings: list[str], figures: dict, baseli
         ax.set_xticks(steps, [str(t) for t in steps])
         ax.minorticks_off()
         ax.legend(fontsize=7)
-    return svg(fig)
+    return fig
 
 
 def curves_chart(plt: Any, cells: dict, wirings: list[str], key: str) -> str:
@@ -189,7 +189,7 @@ def page(runs: list[dict], warnings: list[str], out: Path, shared: str, experime
         cells, wirings, group = experiment.cells, experiment.wirings, experiment.runs
         parts.append(f"<h2>{html.escape(experiment.title)}</h2>" + markdown_tables(experiment.tables))
         if plt is not None:
-            parts.append(table_chart(plt, cells, wirings, experiment.figures, experiment.baselines))
+            parts.append(svg(table_figure(plt, cells, wirings, experiment.figures, experiment.baselines)))
             without = sum(not r.get("history") for r in group)
             parts.append("<h3>Learning curves</h3>" + (
                 f'<p class="note">{without} of {len(group)} runs have no per-epoch history (results.json from before '

@@ -52,13 +52,11 @@ def main(argv: list[str] | None = None) -> int:
           f"plain {whole['plain_first_step_s']:.2f} s")
     print(f"  peak resident memory: seqrev {whole['seqrev_peak_rss_mb']:.0f} MB, "
           f"plain {whole['plain_peak_rss_mb']:.0f} MB")
-    print("\nms per training step (ratio against the plain loop of the same repeat):")
-    print("| wiring | T | seqrev, grouped (default) | the same, checkpoints written in the training thread | "
-          "seqrev, a per-batch callback | reference LightningModule | plain loop |")
-    print("|---|---|---|---|---|---|---|")
-    for row in steps:
-        print(f"| {row['wiring']} | {row['timesteps']} | " + " | ".join(
-            f"{row[f'{path}_ms_per_step']:.3f} ({row[f'{path}_ratio']:.2f}x)" for path in PATHS) + " |")
+    print("\nms per training step (ratio against the plain loop of the same repeat):", end="")
+    markdown_table(["wiring", "T", "seqrev, grouped (default)", "the same, checkpoints written in the training thread",
+                    "seqrev, a per-batch callback", "reference LightningModule", "plain loop"],
+                   [[r["wiring"], r["timesteps"], *(f"{r[f'{path}_ms_per_step']:.3f} ({r[f'{path}_ratio']:.2f}x)"
+                                                    for path in PATHS)] for r in steps])
     if args.json:
         args.json.write_text(json.dumps({"per_step": steps, "end_to_end": whole}, indent=2))
     return 0
@@ -80,21 +78,24 @@ def packed_main(args: argparse.Namespace) -> int:
     if args.sweeps:
         print("whole sweeps, back to back (python -m seqrev.train -m ...):", flush=True)
         sweeps = whole_sweeps(args.quick)
-    print("\n| wiring | T | what | layout | ms per model-step | speed against one job | against the plain loop |")
-    print("|---|---|---|---|---|---|---|")
-    for row in rows:
-        print(f"| {row['wiring']} | {row['timesteps']} | {row['path']} | {row['layout']} | "
-              f"{row['ms_per_model_step']:.3f} | {row['speed_vs_job']:.2f}x | {row['speed_vs_plain']:.2f}x |")
+    markdown_table(["wiring", "T", "what", "layout", "ms per model-step", "speed against one job",
+                    "against the plain loop"],
+                   [[r["wiring"], r["timesteps"], r["path"], r["layout"], f"{r['ms_per_model_step']:.3f}",
+                     f"{r['speed_vs_job']:.2f}x", f"{r['speed_vs_plain']:.2f}x"] for r in rows])
     if sweeps:
-        print("\n| sweep | packed | joblib | faster | peak memory packed | peak memory joblib |")
-        print("|---|---|---|---|---|---|")
-        for row in sweeps:
-            print(f"| {row['sweep']} | {row['packed_wall_s']:.0f} s | {row['joblib_wall_s']:.0f} s | "
-                  f"{row['speed_up']:.2f}x | {row['packed_peak_memory_mb']:.0f} MB | "
-                  f"{row['joblib_peak_memory_mb']:.0f} MB |")
+        markdown_table(["sweep", "packed", "joblib", "faster", "peak memory packed", "peak memory joblib"],
+                       [[r["sweep"], f"{r['packed_wall_s']:.0f} s", f"{r['joblib_wall_s']:.0f} s",
+                         f"{r['speed_up']:.2f}x", f"{r['packed_peak_memory_mb']:.0f} MB",
+                         f"{r['joblib_peak_memory_mb']:.0f} MB"] for r in sweeps])
     if args.json:
         args.json.write_text(json.dumps({"packed_per_model_step": rows, "sweeps": sweeps}, indent=2))
     return 0
+
+
+def markdown_table(headers: list[str], rows: list[list]) -> None:
+    print("\n| " + " | ".join(headers) + " |\n|" + "---|" * len(headers))
+    for row in rows:
+        print("| " + " | ".join(map(str, row)) + " |")
 
 
 if __name__ == "__main__":
