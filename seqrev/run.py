@@ -19,7 +19,7 @@ from seqrev.config import validate
 from seqrev.lifecycle import record_interrupt
 from seqrev.publish import Example, log_to_tensorboard, print_report
 from seqrev.results import RunIdentity, RunResults, describe, write_results
-from seqrev.rundir import last_checkpoint
+from seqrev.rundir import check_checkpoint, last_checkpoint
 
 log = logging.getLogger("seqrev")
 
@@ -35,6 +35,8 @@ def train(cfg: DictConfig, model_name: str | None = None) -> RunResults:
     about = describe(cfg, model_name)
     if resume_from is None:
         trackers.log_settings(trainer.loggers, about)
+    elif trainer.is_global_zero:
+        trackers.resume_tensorboard(trainer.loggers, check_checkpoint(resume_from))
     failed = True
     try:
         fit_seconds = fit(trainer, model, datamodule, about, run_dir, resume_from)

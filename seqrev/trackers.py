@@ -147,13 +147,23 @@ def close(loggers: list, failed: bool) -> None:
             log.info(f"MLflow run {logger.run_id} in experiment {experiment!r}")
 
 
-def restart_tensorboard_at(loggers: list, step: int) -> None:
-    """A resumed run's TensorBoard run goes on from `step`: what the killed run logged at that step and after
-    (its last epoch, logged before that epoch's checkpoint was on disk) is dropped by TensorBoard's readers,
-    by their rule for a session that starts again, so every step is shown once."""
+def resume_tensorboard(loggers: list, epochs: int) -> None:
+    """A resumed run's TensorBoard run goes on from the first step after the `epochs` its checkpoint holds.
+
+    What the stopped run logged later (an epoch logged before its checkpoint was on disk, a test) is then
+    dropped by TensorBoard's readers, by their rule for a session that starts again, and logged afresh by
+    the resumed run: every epoch is shown once. Each engine logs an epoch's metrics at one step, with an
+    `epoch` scalar beside them, so the step is read from the run's own events."""
     from lightning.pytorch.loggers import TensorBoardLogger
+    from tensorboard.backend.event_processing.event_file_loader import LegacyEventFileLoader
     from tensorboard.compat.proto.event_pb2 import Event, SessionLog
 
     for logger in loggers:
-        if isinstance(logger, TensorBoardLogger):
-            logger.experiment.file_writer.add_event(Event(step=step, session_log=SessionLog(status=SessionLog.START)))
+        if not isinstance(logger, TensorBoardLogger):
+            continue
+        steps = [event.step for path in sorted(Path(logger.log_dir).glob("events.out.tfevents.*"))
+                 for event in LegacyEventFileLoader(str(path)).Load()
+                 if any(value.tag == "epoch" and value.simple_value < epochs for value in event.summary.value)]
+        if steps:
+            start = Event(step=max(steps) + 1, session_log=SessionLog(status=SessionLog.START))
+            logger.experiment.file_writer.add_event(start)

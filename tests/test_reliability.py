@@ -258,3 +258,28 @@ def test_seqrevs_own_trainer_options_are_the_ones_its_configs_set():
         settings = yaml.safe_load(path.read_text()) or {}
         keys |= set(settings.get("trainer", settings)) - {"defaults"}
     assert keys == TRAINER_KEYS
+
+
+@pytest.mark.parametrize("engine", ["data.steps_per_call=8", "data.steps_per_call=1"], ids=["grouped", "per_batch"])
+def test_a_run_resumed_from_before_its_last_logged_epoch_shows_each_epoch_once_in_tensorboard(tmp_path, engine):
+    """Killed after logging an epoch but before that epoch's checkpoint was on disk: resumed, the run logs
+    that epoch again, and TensorBoard's readers keep only the resumed run's points from there on."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    run, kept = tmp_path / "run", tmp_path / "kept"
+    every_epoch = ("+callbacks.keep._target_=lightning.pytorch.callbacks.ModelCheckpoint",
+                   "+callbacks.keep.save_top_k=-1", f"+callbacks.keep.dirpath={kept}",
+                   "+callbacks.keep.filename='{epoch}'", "+callbacks.keep.monitor=val/acc",
+                   "+callbacks.keep.mode=max")  # every epoch's checkpoint kept
+    line = (*TINY, engine, "trainer.max_epochs=3", *every_epoch)
+    train(compose_config(*line, output_dir=run))
+    (kept / "epoch=1.ckpt").replace(run / "checkpoints" / "last.ckpt")  # the killed run's: two epochs, not three
+    (run / "results.json").unlink()
+    train(compose_config(*line, f"resume={run}", output_dir=run))
+    events = EventAccumulator(str(run))
+    events.Reload()
+    steps = {tag: [e.step for e in events.Scalars(tag)] for tag in ("val/loss", "train/loss", "test/acc")}
+    assert len(steps["val/loss"]) == len(steps["train/loss"]) == 3, steps
+    assert steps["val/loss"] == sorted(set(steps["val/loss"])) and len(steps["test/acc"]) == 1, steps
+    epochs = [int(e.value) for e in events.Scalars("epoch")]
+    assert epochs == sorted(epochs), epochs

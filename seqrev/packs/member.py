@@ -94,8 +94,8 @@ class Member:
             self.say(f"resuming from epoch {self.epochs}: {last_checkpoint(self.run_dir)}")
         self.loggers = trackers.make_loggers(self.cfg, self.run_dir, self.resume_from is not None)
         trackers.record_ids(self.loggers, self.run_dir)
-        if self.checkpoint is not None:  # it logs each epoch at the epoch's number
-            trackers.restart_tensorboard_at(list(self.loggers.values()), self.epochs)
+        if self.checkpoint is not None:
+            trackers.resume_tensorboard(list(self.loggers.values()), self.epochs)
         if self.resume_from is None:
             trackers.log_settings(list(self.loggers.values()), self.about)
         announce(self.say, self.about, self.model, max_epochs, self.callbacks.get("early_stopping"), self.resume_from,
