@@ -14,7 +14,7 @@ import copy
 import json
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -150,11 +150,8 @@ def spread(units: list[Unit], n_jobs: int) -> list[Unit]:
 def launch(hydra_context: HydraContext, task_function: Any, config: DictConfig,
            job_overrides: Sequence[Sequence[str]], initial_job_idx: int, n_jobs: int | None) -> list[JobReturn]:
     """Run a sweep's jobs; their returns in the sweep's order."""
-    setup_globals()
-    configure_log(config.hydra.hydra_logging, config.hydra.verbose)
-    Path(str(config.hydra.sweep.dir)).mkdir(parents=True, exist_ok=True)
     n_jobs = default_jobs() if n_jobs in (None, -1, 0) else int(n_jobs)
-    units = plan(hydra_context, config, job_overrides, initial_job_idx, n_jobs)
+    units = start(hydra_context, config, job_overrides, initial_job_idx, n_jobs)
     say_plan(units, len(job_overrides), f"on {min(n_jobs, len(units))} processes")
     state = Singleton.get_state()
     work = [(hydra_context, config, unit, task_function, state) for unit in units]
@@ -164,8 +161,21 @@ def launch(hydra_context: HydraContext, task_function: Any, config: DictConfig,
         from joblib import Parallel, delayed
 
         returns = Parallel(n_jobs=min(n_jobs, len(units)), backend="loky")(delayed(run_unit)(*args) for args in work)
+    return in_sweep_order(returns, initial_job_idx, len(job_overrides))
+
+
+def start(hydra_context: HydraContext, config: DictConfig, job_overrides: Sequence[Sequence[str]],
+          initial_job_idx: int, n_jobs: int) -> list[Unit]:
+    """What every Hydra launcher does first (its globals, logging and the sweep's folder), then the plan."""
+    setup_globals()
+    configure_log(config.hydra.hydra_logging, config.hydra.verbose)
+    Path(str(config.hydra.sweep.dir)).mkdir(parents=True, exist_ok=True)
+    return plan(hydra_context, config, job_overrides, initial_job_idx, n_jobs)
+
+
+def in_sweep_order(returns: Iterable[list[tuple[int, JobReturn]]], initial_job_idx: int, n: int) -> list[JobReturn]:
     by_number = {idx: ret for unit_returns in returns for idx, ret in unit_returns}
-    return [by_number[initial_job_idx + offset] for offset in range(len(job_overrides))]
+    return [by_number[initial_job_idx + offset] for offset in range(n)]
 
 
 def say_plan(units: list[Unit], n_jobs: int, where: str) -> None:
@@ -183,11 +193,7 @@ def submit_to_slurm(launcher: Any, job_overrides: Sequence[Sequence[str]], initi
     import submitit
     from hydra_plugins.hydra_submitit_launcher.config import BaseQueueConf
 
-    setup_globals()
-    config = launcher.config
-    configure_log(config.hydra.hydra_logging, config.hydra.verbose)
-    Path(str(config.hydra.sweep.dir)).mkdir(parents=True, exist_ok=True)
-    units = plan(launcher.hydra_context, config, job_overrides, initial_job_idx, n_jobs=1)  # packs stay whole
+    units = start(launcher.hydra_context, launcher.config, job_overrides, initial_job_idx, n_jobs=1)  # packs whole
     say_plan(units, len(job_overrides), f"as {len(units)} Slurm jobs")
     params = dict(launcher.params)
     executor = submitit.AutoExecutor(cluster="slurm", folder=params.pop("submitit_folder"),
@@ -195,8 +201,7 @@ def submit_to_slurm(launcher: Any, job_overrides: Sequence[Sequence[str]], initi
     queue_keys = set(OmegaConf.structured(BaseQueueConf).keys())
     executor.update_parameters(**{key if key in queue_keys else f"slurm_{key}": value for key, value in params.items()})
     jobs = executor.map_array(launcher, units, [Singleton.get_state()] * len(units))
-    by_number = {idx: ret for job in jobs for idx, ret in job.results()[0]}
-    return [by_number[initial_job_idx + offset] for offset in range(len(job_overrides))]
+    return in_sweep_order((job.results()[0] for job in jobs), initial_job_idx, len(job_overrides))
 
 
 def run_unit(hydra_context: HydraContext, config: DictConfig, unit: Unit, task_function: Any,
