@@ -111,3 +111,17 @@ def test_a_killed_members_folder_continues_alone_from_its_checkpoint(tmp_path, s
     resumed = json.loads((member / "results.json").read_text())
     for key in SCORES:
         assert resumed[key] == pytest.approx(finished[key], abs=1e-6), key
+
+
+def test_a_members_folder_resumed_from_before_its_last_logged_epoch_shows_each_epoch_once(tmp_path, seqrev_train):
+    sweep = tmp_path / "sweep"
+    line = ("-m", "hydra/launcher=packed", "hydra.launcher.n_jobs=1", "seed=0,1", *SMALL)
+    assert seqrev_train(*line, "trainer.max_epochs=2", f"hydra.sweep.dir={sweep}").returncode == 0
+    member = next(sweep.glob("0_*"))
+    two_epochs = (member / "checkpoints" / "last.ckpt").read_bytes()
+    assert seqrev_train(f"resume={member}", "trainer.max_epochs=3").returncode == 0
+    (member / "checkpoints" / "last.ckpt").write_bytes(two_epochs)  # killed before epoch 3's checkpoint landed
+    (member / "results.json").unlink()
+    again = seqrev_train(f"resume={member}", "trainer.max_epochs=3")
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert scalars(member, "val/loss") == [0, 1, 2] and len(scalars(member, "test/acc")) == 1
