@@ -32,6 +32,10 @@ def test_the_quick_version_runs_in_a_fresh_kernel_and_matches_the_committed_outp
     assert "install" in first.metadata.get("tags", []) and said.startswith("seqrev ") and said.endswith("installed\n")
     # the wirings and their parameter counts the committed notebook shows are today's
     assert tagged_output(notebook, "wirings") == tagged_output(committed, "wirings") != ""
+    # a run's printout shown once (seqrev.fit prints it, as the command line does); the table, a line a run
+    assert tagged_output(notebook, "one_run").count("trainable parameters") == 1
+    table = tagged_output(notebook, "table")
+    assert "trainable parameters" not in table and table.count("test accuracy") == 2
     images = [o for c in notebook.cells for o in c.get("outputs", []) if "image/png" in o.get("data", {})]
     assert len(images) >= 3  # the report's plot, the per-position picture, the attention heatmap
     assert os.path.isfile(tmp_path / "outputs" / "notebook" / "attention_T16" / "attention.png")
