@@ -143,10 +143,11 @@ def _describe(settings: dict[str, Any]) -> str:
     return ", ".join(f"{k}={'absent' if v == '<absent>' else v}" for k, v in settings.items())
 
 
-def markdown(runs: list[dict], warnings: list[str]) -> str:
+def markdown(runs: list[dict], warnings: list[str], views: tuple[str, list[Experiment]] | None = None) -> str:
+    """report.md's text; `views`: experiment_views of the finished runs, when already worked out."""
     ok = [r for r in runs if r.get("status") == "ok"]
     lines = [f"# seqrev report: {len(ok)} finished runs", ""]
-    shared, views = experiment_views(ok)
+    shared, views = views or experiment_views(ok)
     if shared:
         lines += [f"Settings shared by every run: {shared}.", ""]
     for view in views:
@@ -263,11 +264,11 @@ def write_report(directories: list[Path], quiet: bool = False) -> Path | None:
     if not runs:
         return None
     out = directories[0]
-    text = markdown(runs, warnings)
+    shared, views = experiment_views([r for r in runs if r.get("status") == "ok"])
+    text = markdown(runs, warnings, (shared, views))
     (out / "report.md").write_text(text)
     write_csv(runs, out / "report.csv")
     written = [out / "report.md", out / "report.csv"]
-    shared, views = experiment_views([r for r in runs if r.get("status") == "ok"])
     plt = pyplot()
     if plt is not None and views:  # the first experiment's chart: the tutorial's own protocol when present
         first = views[0]
