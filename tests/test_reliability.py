@@ -1,6 +1,7 @@
 import json
 import signal
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -275,6 +276,7 @@ def test_a_run_resumed_from_before_its_last_logged_epoch_shows_each_epoch_once_i
     train(compose_config(*line, output_dir=run))
     (kept / "epoch=1.ckpt").replace(run / "checkpoints" / "last.ckpt")  # the killed run's: two epochs, not three
     (run / "results.json").unlink()
+    time.sleep(1.1)  # a resumed run starts in a later second, so its event file sorts after the first run's
     train(compose_config(*line, f"resume={run}", output_dir=run))
     events = EventAccumulator(str(run))
     events.Reload()

@@ -3,6 +3,7 @@ tracker run, to the numbers of a run that was given N epochs from the start; a r
 refused in one sentence that says what to type instead. Pack members' folders too (a pack of one)."""
 
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -119,9 +120,11 @@ def test_a_members_folder_resumed_from_before_its_last_logged_epoch_shows_each_e
     assert seqrev_train(*line, "trainer.max_epochs=2", f"hydra.sweep.dir={sweep}").returncode == 0
     member = next(sweep.glob("0_*"))
     two_epochs = (member / "checkpoints" / "last.ckpt").read_bytes()
+    time.sleep(1.1)
     assert seqrev_train(f"resume={member}", "trainer.max_epochs=3").returncode == 0
     (member / "checkpoints" / "last.ckpt").write_bytes(two_epochs)  # killed before epoch 3's checkpoint landed
     (member / "results.json").unlink()
+    time.sleep(1.1)  # a resumed run starts in a later second, so its event file sorts after the earlier ones
     again = seqrev_train(f"resume={member}", "trainer.max_epochs=3")
     assert again.returncode == 0, again.stderr[-2000:]
     assert scalars(member, "val/loss") == [0, 1, 2] and len(scalars(member, "test/acc")) == 1
