@@ -168,6 +168,57 @@ def test_a_folder_another_live_process_holds_is_refused_at_once_and_left_untouch
         holder.wait()
 
 
+def test_a_lock_whose_holder_was_killed_is_taken_over_at_once_while_it_is_still_a_zombie(tmp_path):
+    """In a second: a process holding a folder's lock is killed and not yet collected by its parent (a
+    zombie, which `kill(pid, 0)` still finds): the next run takes the lock over at once and says so."""
+    import signal
+    import time
+
+    from seqrev.runlock import run_folder_lock
+
+    folder = tmp_path / "run"
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_THE_LOCK, str(folder)], cwd=ROOT, stdout=subprocess.PIPE,
+                              text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        holder.send_signal(signal.SIGKILL)
+        deadline = time.time() + 10
+        while Path(f"/proc/{holder.pid}/stat").read_text().rpartition(")")[2].split()[0] != "Z":
+            assert time.time() < deadline, "the killed holder did not become a zombie"
+            time.sleep(0.01)
+        with run_folder_lock(folder):  # not "running elsewhere"
+            assert (folder / ".seqrev.lock").is_file()
+        assert Path(f"/proc/{holder.pid}").exists()  # still a zombie: nothing waited for it
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+@pytest.mark.slow
+def test_a_run_killed_once_its_checkpoint_is_on_disk_resumes_at_once(tmp_path):
+    """kill -9 of a real run after its first checkpoint, and `resume=` at once, while the killed process is
+    still a zombie (this test collects it only afterwards): no refusal, the run finishes."""
+    import time
+
+    run = tmp_path / "run"
+    first = subprocess.Popen([sys.executable, "-m", "seqrev.train", "model=single_default", *SMALL,
+                              "trainer.max_epochs=40", f"hydra.run.dir={run}"], cwd=ROOT,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 120
+        while not (run / "checkpoints" / "last.ckpt").is_file():
+            assert first.poll() is None and time.time() < deadline, "the run ended or hung before its checkpoint"
+            time.sleep(0.05)
+        first.send_signal(signal.SIGKILL)
+        resumed = run_cli(f"resume={run}", "trainer.max_epochs=41")
+        assert resumed.returncode == 0, resumed.stderr[-3000:]
+        assert f"took over the lock of a process that is gone ({os.uname().nodename}, {first.pid})" in resumed.stdout
+        assert json.loads((run / "results.json").read_text())["status"] == "ok"
+    finally:
+        first.kill()
+        first.wait()
+
+
 def test_a_crafted_target_in_a_folders_overrides_is_refused_unless_the_command_line_repeats_it(tmp_path):
     """In process: resume= rebuilds a folder's overrides, but one naming something to instantiate is refused
     in one sentence, unless the user repeats it; seqrev's own targets pass."""
