@@ -33,19 +33,26 @@ log = logging.getLogger("seqrev")
 
 class Claim(NamedTuple):
     """What a job does with its folder: run, resume (from `resume_from`), skip (finished: its `results`),
-    or nothing (refused: another process holds it, it holds another job, or it cannot be written)."""
+    or nothing: refused (it holds another job), busy (another live process holds it) or failed (it cannot
+    be written)."""
 
-    action: Literal["run", "resume", "skip", "refused"]
+    action: Literal["run", "resume", "skip", "refused", "busy", "failed"]
     results: RunResults | None = None
     resume_from: Path | None = None
 
+    @property
+    def trains(self) -> bool:
+        return self.action in ("run", "resume")
 
-def claim(held: ExitStack, run_dir: Path, overrides: list[str] | None) -> Claim:
+
+def claim(held: ExitStack, run_dir: Path, overrides: list[str] | None = None, sweep_dir: Path | None = None) -> Claim:
     """Take `run_dir`'s lock (seqrev.runlock) for as long as `held` lasts, then decide. A single run (no
     `overrides`) only takes the lock, and a refusal raises. A sweep's job is skipped when it finished,
     resumed when it was killed or interrupted after a checkpoint, else run from scratch (a failed job's
-    files cleared); each said in one line, and so is a refusal: another process holds the folder, it holds
-    a job of other overrides, it cannot be written."""
+    files cleared); each said in one line, and so is a job that does not train: another process holds the
+    folder (busy), it holds a job of other overrides (refused), it cannot be written (failed). A job that
+    does not train is recorded in the sweep's folder (seqrev.sweepfolder), so that the launching process
+    counts it and names it."""
     from seqrev.runlock import FolderBusy, run_folder_lock
 
     job_file = run_dir / JOB_FILE
@@ -53,7 +60,7 @@ def claim(held: ExitStack, run_dir: Path, overrides: list[str] | None) -> Claim:
         held.enter_context(run_folder_lock(run_dir))
         if overrides is None:
             return Claim("run")
-        saved = json.loads(job_file.read_text()).get("overrides") if job_file.is_file() else overrides
+        saved = read_job_overrides(job_file) if job_file.is_file() else overrides
         if saved != overrides:
             raise RunDirError(f"{run_dir} holds a job with other settings than this sweep's job there (differing: "
                               f"{', '.join(sorted(set(saved or []) ^ set(overrides)))}); use another "
@@ -61,6 +68,7 @@ def claim(held: ExitStack, run_dir: Path, overrides: list[str] | None) -> Claim:
         status = run_status(run_dir)
         if status == "ok":
             log.info(f"skipped (finished): {run_dir}")
+            _record(sweep_dir, run_dir, "skipped")
             return Claim("skip", results=read_results(run_dir / FILENAME))
         if status != "failed" and last_checkpoint(run_dir).is_file():
             try:
@@ -75,12 +83,41 @@ def claim(held: ExitStack, run_dir: Path, overrides: list[str] | None) -> Claim:
     except (RunDirError, OSError) as refused:  # OSError: the folder cannot be written (a full disk)
         if overrides is None:
             raise
+        reason = describe_error(refused, run_dir)
         if isinstance(refused, FolderBusy):
-            log.warning(str(refused))
+            log.warning(f"job busy: {reason}")
+            action = "busy"
+        elif isinstance(refused, RunDirError):
+            log.error(f"job refused: {reason}")
+            action = "refused"
         else:
-            log.error(f"job {'refused' if isinstance(refused, RunDirError) else 'failed'}: "
-                      f"{describe_error(refused, run_dir)}")
-        return Claim("refused")
+            log.error(f"job failed: {reason}")
+            action = "failed"
+        _record(sweep_dir, run_dir, action, reason)
+        return Claim(action)
+
+
+def _record(sweep_dir: Path | None, run_dir: Path, status: str, reason: str = "") -> None:
+    from seqrev.sweepfolder import record_outcome
+
+    if sweep_dir is None:
+        return
+    try:
+        record_outcome(sweep_dir, run_dir, status, reason)
+    except OSError as error:  # the sweep's folder cannot be written either: the console has said it
+        log.error(f"could not record that {run_dir.name} did not train: {describe_error(error, sweep_dir)}")
+
+
+def read_job_overrides(job_file: Path) -> list[str]:
+    """The overrides a job folder's job.json records; RunDirError, naming the file, when it holds no list of them."""
+    try:
+        overrides = json.loads(job_file.read_text()).get("overrides")
+    except (ValueError, AttributeError):
+        overrides = None
+    if not isinstance(overrides, list) or not all(isinstance(o, str) for o in overrides):
+        raise RunDirError(f"{job_file} is not a job record seqrev wrote (its field 'overrides' is not a list of "
+                          "strings); use another hydra.sweep.dir, or delete that folder.")
+    return overrides
 
 
 def clear_run(run_dir: Path) -> None:

@@ -139,11 +139,15 @@ def check_keys(args: list[str], config_dir: Path) -> None:
     if not job:
         return
     try:
-        compose(job, config_dir)
-        return
+        cfg = compose(job, config_dir)
     except (HydraException, OmegaConfBaseException) as error:
         first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-    groups = [o for o in job if "." not in o.split("=", 1)[0] or o.startswith("hydra.")]  # they shape the keys
+    else:
+        check_new_keys(job, cfg, config_dir)
+        check_targets(cfg)
+        return
+    groups = [o for o in job if _is_group(o.split("=", 1)[0].lstrip("+~"), config_dir)
+              or o.lstrip("+~").startswith(("hydra.", "hydra/"))]  # they shape the keys
     try:
         base = compose(groups, config_dir, with_hydra=True)
     except (HydraException, OmegaConfBaseException):
@@ -153,11 +157,120 @@ def check_keys(args: list[str], config_dir: Path) -> None:
         del base["hydra"]
     for override in job:
         key = override.split("=", 1)[0]
-        if key[:1] in "+~" or "." not in key or key.startswith("hydra."):
+        if key[:1] in "+~" or key.startswith("hydra.") or _is_group(key, config_dir):
             continue
         if OmegaConf.select(base, key, default=_ABSENT) is _ABSENT:
             raise ConfigError(unknown_key_sentence(base, key, choices.get(key.split(".")[0])))
     raise ConfigError(first_line)
+
+
+FREE_FORM = "tags"
+"""The one place for keys of the user's own (`+tags.NAME=VALUE`): labels seqrev records in results.json and
+reads nothing from."""
+
+
+def _is_group(key: str, config_dir: Path) -> bool:
+    return "." not in key and (config_dir / key).is_dir()
+
+
+def check_new_keys(job: list[str], cfg: DictConfig, config_dir: Path) -> None:
+    """A key added with `+` must be one something reads: under `tags`, a Trainer option (checked with the
+    Trainer's own rules later), or an argument of the class or function its nearest `_target_` names. Any
+    other would be carried along and read by nothing: ConfigError."""
+    for override in job:
+        key = override.split("=", 1)[0]
+        if not key.startswith("+") or key.lstrip("+").startswith(("hydra.", "hydra/")):
+            continue
+        key = key.lstrip("+")
+        if key.split(".")[0] in (FREE_FORM, "trainer") or _is_group(key, config_dir):
+            continue
+        parts = key.split(".")
+        owner = next((i for i in range(len(parts) - 1, 0, -1)
+                      if OmegaConf.select(cfg, ".".join(parts[:i]) + "._target_", default=None) is not None), None)
+        if owner is None:
+            raise ConfigError(f"`{key}` is not a setting seqrev reads; for labels of your own, use "
+                              f"`+{FREE_FORM}.{parts[-1]}=...` (recorded in results.json).")
+        if parts[owner] == "_target_" or owner + 1 < len(parts):
+            continue  # a whole object of the user's (`+callbacks.x._target_=...`), or a setting within a setting
+        node = ".".join(parts[:owner])
+        target = str(OmegaConf.select(cfg, node + "._target_"))
+        accepted = _arguments(target)
+        if accepted is not None and parts[owner] not in accepted:
+            close = difflib.get_close_matches(parts[owner], sorted(accepted), n=1)
+            raise ConfigError(f"`{key}` is not a setting of {target}" + (
+                f"; did you mean `{node}.{close[0]}`?" if close else f" (it takes {', '.join(sorted(accepted))})."))
+
+
+def _arguments(target: str) -> set[str] | None:
+    """The keyword arguments `target` (a class or function) takes, through the `**kwargs` its classes pass
+    on to their bases; None when it takes any, or cannot be found (check_targets says so)."""
+    import inspect
+
+    try:
+        found = locate(target)
+    except ImportError:
+        return None
+    chain = [c.__init__ for c in found.__mro__ if "__init__" in vars(c)] if isinstance(found, type) else [found]
+    accepted: set[str] = set()
+    for function in chain:
+        try:
+            parameters = inspect.signature(function).parameters.values()
+        except (TypeError, ValueError):
+            return None
+        accepted |= {p.name for p in parameters if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)} - {"self"}
+        if not any(p.kind == p.VAR_KEYWORD for p in parameters):
+            return accepted
+    return None
+
+
+def locate(path: str) -> object:
+    """The object a dotted path names, its module imported; ImportError saying what is missing."""
+    import importlib
+
+    parts = path.split(".")
+    for cut in range(len(parts), 0, -1):
+        module_name = ".".join(parts[:cut])
+        try:
+            found: object = importlib.import_module(module_name)
+        except ModuleNotFoundError as error:
+            if error.name is not None and not module_name.startswith(error.name):
+                raise ImportError(f"importing {module_name} needs {error.name}, which is not installed") from None
+            continue
+        for depth, name in enumerate(parts[cut:], start=cut):
+            if not hasattr(found, name):
+                raise ImportError(f"{'.'.join(parts[:depth])} has no {name!r}")
+            found = getattr(found, name)
+        return found
+    raise ImportError(f"there is no module {parts[0]!r}")
+
+
+def _targets(node: object, prefix: str = "") -> list[tuple[str, str]]:
+    """Every `_target_` of a plain config (a container), with its key."""
+    found = []
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key == "_target_" and isinstance(value, str):
+                found.append((f"{prefix}_target_", value))
+            else:
+                found += _targets(value, f"{prefix}{key}.")
+    return found
+
+
+def check_targets(cfg: DictConfig) -> None:
+    """ConfigError for the first `_target_` that names nothing importable. Those seqrev's own configs name
+    are known to exist (and looking would import Lightning here): only the others are looked up."""
+    from seqrev.rundir import seqrev_targets
+
+    known = seqrev_targets()
+    container = OmegaConf.to_container(cfg, resolve=False)
+    for key, target in _targets({k: v for k, v in container.items() if k != "hydra"}):
+        if target in known or "${" in target:
+            continue
+        try:
+            locate(target)
+        except ImportError as error:
+            raise ConfigError(f"{key}={target!r} cannot be found: {error}; check the spelling, or put its module on "
+                              "PYTHONPATH.") from None
 
 
 _ABSENT = object()
@@ -168,7 +281,7 @@ def unknown_key_sentence(cfg: DictConfig, key: str, group_choice: str | None = N
     group = key.split(".")[0]
     where = f" of {group}={group_choice}" if group_choice else ""
     close = difflib.get_close_matches(key, _all_keys(cfg), n=2, cutoff=0.8)
-    new_key = f"`+{key}=...` for a new key"
+    new_key = f"`+{key}=...` for a new key" if "." in key else f"`+{FREE_FORM}.{key}=...` for a label of your own"
     if close:
         return f"`{key}` is not a setting{where}; did you mean {' or '.join(f'`{k}`' for k in close)} (or {new_key})?"
     return f"`{key}` is not a setting{where}; check the spelling, or write {new_key}."
@@ -233,3 +346,107 @@ def check_launcher(args: list[str], config_dir: Path) -> None:
             Parallel(**{k: v for k, v in settings.items() if k in inspect.signature(Parallel).parameters})
         except Exception as error:  # noqa: BLE001 - joblib's own rules, said in one sentence
             raise ConfigError(f"{given} is not allowed: joblib refused it ({' '.join(str(error).split())}).") from None
+
+
+NAMED_KEYS = ("model", "seed", "data.timesteps", "model.units")
+"""Keys whose values every job folder's name shows: jobs that differ in one never share a folder."""
+
+
+def check_sweep_folder(argv: list[str], config_dir: Path) -> None:
+    """A sweep run again into its folder (`hydra.sweep.dir=`) must want, in every job folder it would reuse,
+    the job that folder holds (its job.json): else RunDirError, before Hydra writes anything (multirun.yaml
+    included). Checked for Hydra's basic sweeper, whose jobs the command line alone decides; the jobs of
+    other sweepers are checked one by one as they start (seqrev.lifecycle.claim)."""
+    from seqrev.errors import RunDirError
+    from seqrev.lifecycle import JOB_FILE, read_job_overrides
+
+    if not SWEEP_FLAGS & set(argv) or not any(a.startswith("hydra.sweep.dir=") for a in argv[1:]):
+        return
+    sweep_dir = output_folder(argv)
+    saved = sorted(sweep_dir.glob(f"*/{JOB_FILE}")) if sweep_dir.is_dir() else []
+    if not saved:
+        return
+    args = [a for a in argv[1:] if not a.startswith("-")]
+    jobs = basic_sweep_jobs(args, config_dir)
+    if jobs is None:
+        return
+    for job_file in saved:
+        folder = job_file.parent
+        number = folder.name.partition("_")[0]
+        if not number.isdigit() or int(number) >= len(jobs):
+            continue
+        theirs, ours = read_job_overrides(job_file), jobs[int(number)]
+        if theirs == ours or _differ_in_a_named_key(theirs, ours):
+            continue
+        if job_folder_name(ours, int(number), args, config_dir) == folder.name:
+            raise RunDirError(f"{folder} holds a job with other settings than this sweep's job there (differing: "
+                              f"{', '.join(sorted(set(theirs) ^ set(ours)))}); use another hydra.sweep.dir, or "
+                              "delete that folder.")
+
+
+def _differ_in_a_named_key(first: list[str], second: list[str]) -> bool:
+    def named(overrides: list[str]) -> dict[str, str]:
+        pairs = (o.split("=", 1) for o in overrides if "=" in o)
+        return {key.lstrip("+~"): value for key, value in pairs if key.lstrip("+~") in NAMED_KEYS}
+
+    ours, theirs = named(first), named(second)
+    return any(key in theirs and ours[key] != theirs[key] for key in ours)
+
+
+def basic_sweep_jobs(args: list[str], config_dir: Path) -> list[list[str]] | None:
+    """The overrides of each job of the sweep a command line makes, in Hydra's order, when its sweeper is
+    Hydra's basic one (its `params` and the line, as BasicSweeper.sweep splits them); None for another
+    sweeper, or a line beyond this reading (glob over a config group)."""
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    from seqrev.catalog import compose
+
+    first = _one_job(args)
+    if first is None:
+        return None
+    try:
+        sweeper = compose(first, config_dir, with_hydra=True).hydra.sweeper
+        if not str(sweeper.get("_target_")).endswith(".BasicSweeper") or sweeper.get("max_batch_size"):
+            return None
+        parser = OverridesParser.create()
+        task = [o.input_line for o in parser.parse_overrides(args) if not o.is_hydra_override()]
+        params = [f"{key}={value}" for key, value in (sweeper.get("params") or {}).items()]
+        return BasicSweeper.split_arguments(parser.parse_overrides(params + task), None)[0]
+    except Exception:  # noqa: BLE001 - Hydra says what is wrong with the line when it runs it
+        return None
+
+
+def job_folder_name(overrides: list[str], number: int, args: list[str], config_dir: Path) -> str | None:
+    """The folder name (`hydra.sweep.subdir`) Hydra would give job `number` of these overrides."""
+    from hydra.core.hydra_config import HydraConfig
+
+    from seqrev.catalog import compose
+
+    hydra_args = [a for a in args if a.lstrip("+~").startswith(("hydra.", "hydra/"))]
+    try:
+        cfg = compose([*overrides, *hydra_args], config_dir, with_hydra=True)
+        with open_dict(cfg):
+            cfg.hydra.job.num = number
+        HydraConfig.instance().set_config(cfg)
+        return str(cfg.hydra.sweep.subdir)
+    except Exception:  # noqa: BLE001 - a job that does not compose is refused by Hydra itself
+        return None
+    finally:
+        HydraConfig.instance().cfg = None
+
+
+def pin_sweep_folder(argv: list[str], config_dir: Path) -> list[str]:
+    """A sweep's command line with its folder named (`hydra.sweep.dir=`, by default one named after the time
+    now, as Hydra would name it), so that the command line can read what its jobs recorded once it ends."""
+    from seqrev.catalog import compose
+    from seqrev.rundir import quote
+
+    if not SWEEP_FLAGS & set(argv) or any(a.startswith("hydra.sweep.dir=") for a in argv[1:]):
+        return argv
+    first = _one_job([a for a in argv[1:] if not a.startswith("-")])
+    try:
+        folder = str(compose(first or [], config_dir, with_hydra=True).hydra.sweep.dir)
+    except Exception:  # noqa: BLE001 - Hydra says what is wrong with the line when it runs it
+        return argv
+    return [*argv, f"hydra.sweep.dir={quote(folder)}"]

@@ -21,7 +21,8 @@ from typing import Any, TextIO
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-from seqrev.results import FILENAME
+from seqrev.errors import RunDirError
+from seqrev.results import FILENAME, read_results
 from seqrev.runlock import LOCK_FILE
 
 EVERY_SECONDS = 30.0  # at least this often a line, with nothing ended
@@ -47,34 +48,50 @@ def sweep_size(config: DictConfig) -> int | None:
 
 @dataclass
 class Tally:
-    """The sweep's jobs as their folders show them."""
+    """The sweep's jobs as their folders show them: trained (done, failed), not trained (skipped: finished
+    before; refused, busy: see seqrev.lifecycle.claim), running; and why each job that did not run didn't."""
 
     done: int = 0
     failed: int = 0
     skipped: int = 0
+    refused: int = 0
+    busy: int = 0
     running: int = 0
     durations: list[float] = field(default_factory=list)  # of the jobs that ended in this sweep
+    not_run: dict[str, str] = field(default_factory=dict)  # refused or busy job -> "refused: why"
+    unreadable: dict[str, str] = field(default_factory=dict)  # results.json that are not results -> why
 
     @property
     def ended(self) -> int:
-        return self.done + self.failed + self.skipped
+        return self.done + self.failed + self.skipped + self.refused + self.busy
 
 
 def read_folders(sweep_dir: Path, started: float, first_seen: dict[str, float]) -> Tally:
-    """Count the job folders: ended in this sweep (ok or failed, results.json written since `started`),
-    skipped (finished before), running (locked). `first_seen`: when each job was first seen running."""
+    """Count this start's jobs: what its jobs recorded of not training (seqrev.sweepfolder: skipped, refused,
+    busy, failed), else ended (ok or failed, results.json written since `started`), else running (locked).
+    A folder whose results.json cannot be read as results is not counted until it can. `first_seen`: when
+    each job was first seen running."""
+    from seqrev.sweepfolder import read_outcomes
+
     tally, now = Tally(), time.time()
+    outcomes = read_outcomes(sweep_dir, started)
+    for outcome in outcomes.values():
+        status = outcome["status"]
+        setattr(tally, status, getattr(tally, status) + 1)
+        if status in ("refused", "busy"):
+            tally.not_run[outcome["job"]] = f"{status}: {outcome['reason']}"
     for folder in (p for p in sweep_dir.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        if folder.name in outcomes:
+            continue
+        results_file = folder / FILENAME
         try:
-            results_file = folder / FILENAME
             ended_at = results_file.stat().st_mtime if results_file.is_file() else None
-            results = json.loads(results_file.read_text()) if ended_at is not None else {}
-        except (OSError, ValueError):  # being written right now: read again next time
+            results = read_results(results_file) if ended_at is not None and ended_at >= started else {}
+        except (OSError, ValueError) as error:  # written by another tool: not counted, and said once
             ended_at, results = None, {}
+            tally.unreadable[str(results_file)] = str(error)
         status = results.get("status")
-        if ended_at is not None and ended_at < started and status == "ok":
-            tally.skipped += 1
-        elif ended_at is not None and ended_at >= started and status in ("ok", "failed"):
+        if status in ("ok", "failed"):
             tally.done += status == "ok"
             tally.failed += status == "failed"
             seen = first_seen.get(folder.name)  # a job too short to be seen running: its own fit time
@@ -91,15 +108,30 @@ def clock(seconds: float) -> str:
     return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{seconds:02d}s"
 
 
+def counts(tally: Tally) -> str:
+    """'10 done, 1 failed, 1 skipped' and, when there are any, the refused and busy jobs."""
+    return ", ".join([f"{tally.done} done", f"{tally.failed} failed", f"{tally.skipped} skipped"]
+                     + [f"{n} {word}" for word, n in (("refused", tally.refused), ("busy", tally.busy)) if n])
+
+
 def progress_line(tally: Tally, total: int | None, elapsed: float, workers: int) -> str:
     """'sweep: 12/60 ended (10 done, 1 failed, 1 skipped), 2 running; 2m05s elapsed, about 6m10s left'."""
     of = f"/{total}" if total else ""
-    line = (f"sweep: {tally.ended}{of} ended ({tally.done} done, {tally.failed} failed, {tally.skipped} skipped), "
-            f"{tally.running} running; {clock(elapsed)} elapsed")
+    line = f"sweep: {tally.ended}{of} ended ({counts(tally)}), {tally.running} running; {clock(elapsed)} elapsed"
     if total and tally.durations and tally.ended < total:
         per_job = sum(tally.durations) / len(tally.durations)  # the finished jobs' own times
         line += f", about {clock(per_job * (total - tally.ended) / max(1, workers))} left"
     return line
+
+
+class JobsNotRun(RunDirError):
+    """Jobs of a sweep that did not train in this start, neither finished before nor failed: the sweep ends
+    with a non-zero exit status that names them and says why."""
+
+    def __init__(self, not_run: dict[str, str]) -> None:
+        self.not_run = not_run
+        named = "; ".join(f"{job} ({why})" for job, why in sorted(not_run.items()))
+        super().__init__(f"{len(not_run)} job{'s' if len(not_run) > 1 else ''} of the sweep did not run: {named}")
 
 
 class SweepProgress(Callback):
@@ -131,16 +163,19 @@ class SweepProgress(Callback):
         self.thread.join()
         tally = read_folders(self.sweep_dir, self.started, self.first_seen)
         written = self._report()
-        self._say(f"sweep finished in {clock(time.time() - self.started)}: {tally.done} done, {tally.failed} failed, "
-                  f"{tally.skipped} skipped; " + (f"report: {written}" if written else
-                                                  f"no results to report in {self.sweep_dir}"), final=True)
+        self._say(f"sweep finished in {clock(time.time() - self.started)}: {counts(tally)}; "
+                  + (f"report: {written}" if written else f"no results to report in {self.sweep_dir}"), final=True)
 
     def _watch(self) -> None:
-        said, last_said, workers = None, 0.0, 1
+        said, last_said, workers, warned = None, 0.0, 1, set()
         while not self.stop.wait(1.0):
             if not self.sweep_dir.is_dir():
                 continue
             tally = read_folders(self.sweep_dir, self.started, self.first_seen)
+            for path, why in tally.unreadable.items():
+                if path not in warned:
+                    warned.add(path)
+                    self._say(f"sweep: not counted, not read as results: {why}", final=True)
             workers = max(workers, tally.running)
             ended = (tally.ended, tally.failed)
             if ended != said or time.time() - last_said >= (1.0 if self.in_place else self.every_seconds):

@@ -31,6 +31,7 @@ class RunIdentity(TypedDict):
     seed: int | None
     scheduler: str | None  # the learning-rate schedule's class name, "none" for the tutorial's constant rate
     config: dict[str, Any] | None  # every setting that defines the experiment: data, model, trainer, early_stopping
+    tags: dict[str, Any] | None  # the user's own labels (`+tags.NAME=VALUE`), which nothing reads
 
 
 class RunScores(TypedDict):
@@ -78,11 +79,65 @@ def write_results(run_dir: str | Path, results: RunResults | dict[str, Any]) -> 
 
 
 def read_results(path: str | Path) -> RunResults:
+    """A results.json, its fields checked (`check_fields`); OSError or ValueError, naming the file, if not."""
     with open(path) as handle:
         results = json.load(handle)
     if not isinstance(results, dict):
         raise ValueError(f"{path} does not hold a JSON object")
+    check_fields(results, path)
     return results
+
+
+REQUIRED_WHEN_OK = ("model", "timesteps", "units", "test_acc", "test_seq_acc", "epochs_run", "test_acc_per_position")
+"""What every finished run's results.json has held, from the first version on: what the report reads."""
+
+
+def check_fields(results: dict[str, Any], path: str | Path) -> None:
+    """ValueError, naming the file and the field, for a field of RunResults that is missing (status; for a
+    finished run REQUIRED_WHEN_OK) or of the wrong type. Fields results.json does not define pass."""
+    hints = get_type_hints(RunResults)
+    required = ["status", *(REQUIRED_WHEN_OK if results.get("status") == "ok" else ())]
+    for key in required:
+        if results.get(key) is None:
+            raise ValueError(f"{path}: the field {key!r} is missing")
+    for key, value in results.items():
+        if key in hints and not _fits(value, hints[key]):
+            raise ValueError(f"{path}: the field {key!r} holds {json.dumps(value)[:40]}, which is not {_kind(hints[key])}")
+
+
+def _fits(value: Any, hint: Any) -> bool:
+    """Whether a JSON value has the type a RunResults field declares."""
+    import types
+    from typing import Literal, Union, get_args, get_origin
+
+    origin, args = get_origin(hint), get_args(hint)
+    if hint is Any:
+        return True
+    if origin in (Union, types.UnionType):
+        return any(_fits(value, arg) for arg in args)
+    if origin is Literal:
+        return value in args
+    if origin is list:
+        return isinstance(value, list) and all(_fits(item, args[0]) for item in value)
+    if origin is dict:
+        return isinstance(value, dict) and all(_fits(item, args[1]) for item in value.values())
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, hint) if isinstance(hint, type) else True
+
+
+def _kind(hint: Any) -> str:
+    from typing import Literal, Union, get_args, get_origin
+
+    origin, args = get_origin(hint), get_args(hint)
+    if origin is Union or str(origin) == "<class 'types.UnionType'>":
+        return " or ".join(_kind(arg) for arg in args)
+    if origin is Literal:
+        return "one of " + ", ".join(map(str, args))
+    names = {float: "a number", int: "a whole number", str: "text", bool: "true or false", type(None): "null"}
+    return names.get(hint, f"a {getattr(origin or hint, '__name__', str(hint))}")
 
 
 def flat_settings(config: dict[str, Any] | None, prefix: str = "") -> dict[str, Any]:
@@ -99,8 +154,9 @@ def flat_settings(config: dict[str, Any] | None, prefix: str = "") -> dict[str, 
 def run_parameters(run: dict[str, Any]) -> dict[str, int | float | str | bool]:
     """What a run is and every setting of its experiment, one plain value each (None and lists as text):
     the parameters TensorBoard's HPARAMS tab and the other trackers show."""
-    params = {key: run.get(key) for key in IDENTITY_FIELDS if key != "config"}
+    params = {key: run.get(key) for key in IDENTITY_FIELDS if key not in ("config", "tags")}
     params.update({key: value for key, value in flat_settings(run.get("config")).items() if key not in params})
+    params.update(flat_settings(run.get("tags"), "tags."))
     return {key: value if isinstance(value, (int, float, str, bool)) else str(value) for key, value in params.items()}
 
 
@@ -114,7 +170,16 @@ def describe(cfg: DictConfig, model_name: str | None = None) -> RunIdentity:
             "units": select("model.units"), "seed": select("seed"), "task": select("data.task"),
             "min_timesteps": select("data.min_timesteps"), "cell": select("model.cell"),
             "scheduler": str(select("model.scheduler._target_") or "none").rpartition(".")[2],
-            "config": experiment_settings(cfg)}
+            "config": experiment_settings(cfg), "tags": _plain(select("tags"))}
+
+
+def _plain(node: Any) -> Any:
+    from omegaconf import OmegaConf
+
+    try:
+        return OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else node
+    except Exception:  # noqa: BLE001 - labels that cannot resolve are not recorded
+        return None
 
 
 def wiring_name(target: str) -> str | None:

@@ -63,18 +63,34 @@ PACK_STATE = "seqrev_pack"
 def check_checkpoint(path: Path) -> int:
     """The number of epochs a training checkpoint holds; RunDirError if it is not one that can be continued
     (Lightning's, with its loops' state, or a pack's member's, with its own)."""
+    return trained_so_far(path)[0]
+
+
+def trained_so_far(path: Path) -> tuple[int, int]:
+    """The epochs and optimiser steps a training checkpoint holds (check_checkpoint's rule)."""
     checkpoint = load_checkpoint(path)
     loop_state = "loops" if PACK_STATE not in checkpoint else PACK_STATE
     if not {"state_dict", loop_state, "optimizer_states", "epoch"} <= checkpoint.keys():
         raise RunDirError(f"{path} is not a Lightning training checkpoint (no model, loop or optimiser state).")
-    return int(checkpoint["epoch"]) + 1
+    epoch, step = checkpoint["epoch"], checkpoint.get("global_step", 0)
+    if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in (epoch + 1, step)):
+        raise RunDirError(f"{path} is not a Lightning training checkpoint (its epoch or global_step is not a count).")
+    return epoch + 1, step
 
 
 def run_status(run_dir: Path) -> str | None:
-    """The `status` a run folder's results.json records (ok, failed, interrupted); None without a readable one."""
+    """The `status` a run folder's results.json records (ok, failed, interrupted); None without one, and
+    (said in one line) without one that reads as results: the run is then taken as unfinished."""
+    import logging
+
+    path = run_dir / FILENAME
+    if not path.is_file():
+        return None
     try:
-        return read_results(run_dir / FILENAME).get("status")
-    except (OSError, ValueError):
+        return read_results(path).get("status")
+    except (OSError, ValueError) as error:
+        reason = str(error) if str(path) in str(error) else f"{path}: {error}"
+        logging.getLogger("seqrev").warning(f"not read as results, so the run counts as unfinished: {reason}")
         return None
 
 
@@ -94,7 +110,7 @@ def resume_argv(run_dir_arg: str, other_args: list[str]) -> list[str]:
     if not last_checkpoint(run_dir).is_file():
         raise RunDirError(f"resume={run_dir_arg!r}: there is no checkpoint to resume from "
                           f"({LAST_CHECKPOINT} is missing; the run stopped before its first epoch ended).")
-    check_checkpoint(last_checkpoint(run_dir))
+    check_budget(run_dir_arg, *trained_so_far(last_checkpoint(run_dir)), other_args)
     refuse_instantiation(run_dir_arg, original, other_args)
     original = [o for o in original if o not in other_args]  # what the command line repeats, it says once
     return original + other_args + [f"hydra.run.dir={quote(str(run_dir))}", f"resume={quote(str(run_dir))}"]
@@ -120,6 +136,16 @@ def check_longer(run_dir_arg: str, results: dict, original: list[str], other_arg
         raise RunDirError(f"resume={run_dir_arg!r}: that run finished when it reached trainer.{key}={used}; to "
                           f"train it longer, raise it: python -m seqrev.train resume={run_dir_arg} "
                           f"trainer.{key}={2 * used}")
+
+
+def check_budget(run_dir_arg: str, epochs: int, steps: int, other_args: list[str]) -> None:
+    """RunDirError when the command line gives a run it continues fewer epochs or steps than it has trained."""
+    for key, done in (("max_epochs", epochs), ("max_steps", steps)):
+        asked = [override_value(a) for a in other_args if a.startswith(f"trainer.{key}=")]
+        if asked and asked[-1].lstrip("-").isdigit() and 0 < int(asked[-1]) < done:
+            raise RunDirError(f"resume={run_dir_arg!r} trainer.{key}={asked[-1]}: that run has already trained {done} "
+                              f"{key.removeprefix('max_')}; give at least {done}, or leave trainer.{key} as the run had "
+                              "it.")
 
 
 def seqrev_targets() -> set[str]:

@@ -25,7 +25,8 @@ from omegaconf.errors import OmegaConfBaseException
 from seqrev.catalog import CONFIG_DIR, HYDRA_CONFIG_PATH
 from seqrev.config import SWEPT
 from seqrev.errors import EXPECTED_ERRORS, ConfigError, describe_error
-from seqrev.preflight import SWEEP_FLAGS, check_command_line, output_folder, swept_keys
+from seqrev.preflight import (SWEEP_FLAGS, check_command_line, check_sweep_folder, output_folder, pin_sweep_folder,
+                              swept_keys)
 from seqrev.results import RunResults
 from seqrev.rundir import quote, refuse_existing_results, rewrite_argv_for_resume
 
@@ -40,15 +41,20 @@ def prepare(argv: list[str]) -> list[str]:
         argv = [*argv, f"+hydra.job.env_set.{SWEPT}={quote(','.join(swept))}"]
     argv = rewrite_argv_for_resume(argv)
     refuse_existing_results(argv)
-    return argv
+    check_sweep_folder(argv, CONFIG_DIR)
+    return pin_sweep_folder(argv, CONFIG_DIR)
 
 
 def launch(argv: list[str], task: JobFunction | None = None) -> None:
     """Hydra's run (or sweep) of a prepared command line, each job by `task`. A single run's named folder
-    is locked before Hydra writes `.hydra/` there, so a second process touches nothing in it (FolderBusy)."""
+    is locked before Hydra writes `.hydra/` there, so a second process touches nothing in it (FolderBusy).
+    A sweep some of whose jobs did not train (refused, busy) raises JobsNotRun once it has ended."""
+    import time
+
     from seqrev.runlock import run_folder_lock
 
     register_launcher()
+    started = time.time()
     with ExitStack() as held:
         folder = named_run_folder(argv)
         if folder is not None:
@@ -59,6 +65,13 @@ def launch(argv: list[str], task: JobFunction | None = None) -> None:
             main(task or JobFunction())()
         finally:
             sys.argv = saved
+    if SWEEP_FLAGS & set(argv):
+        from seqrev.progress import JobsNotRun, read_folders
+
+        sweep_dir = output_folder(argv)
+        not_run = read_folders(sweep_dir, started, {}).not_run if sweep_dir.is_dir() else {}
+        if not_run:
+            raise JobsNotRun(not_run)
 
 
 def register_launcher() -> None:
@@ -123,8 +136,9 @@ def job(cfg: DictConfig, in_process: bool = False) -> RunResults | None:
     model_name = hydra_cfg.runtime.choices.get("model")
     run_dir = Path(cfg.paths.output_dir)
     with ExitStack() as held:
-        claimed = claim(held, run_dir, list(hydra_cfg.overrides.task) if sweep else None)
-        if claimed.action in ("skip", "refused"):
+        claimed = claim(held, run_dir, list(hydra_cfg.overrides.task) if sweep else None,
+                        Path(hydra_cfg.sweep.dir) if sweep else None)
+        if not claimed.trains:
             return claimed.results
         if claimed.action == "resume":
             cfg.resume = str(claimed.resume_from)

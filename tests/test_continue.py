@@ -18,7 +18,7 @@ def fingerprint(sweep: Path) -> dict[str, str]:
     """Every file a job wrote, with a hash of its bytes (Hydra's own files and the logs may change)."""
     return {str(p.relative_to(sweep)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(sweep.rglob("*"))
             if p.is_file() and ".hydra" not in p.parts and not p.name.endswith(".log") and ".submitit" not in p.parts
-            and p.name != "multirun.yaml"}
+            and ".seqrev" not in p.parts and p.name != "multirun.yaml"}
 
 
 def starts(job_dir: Path) -> set[str]:
@@ -87,20 +87,48 @@ def test_a_failed_job_is_run_again_from_scratch(tmp_path, seqrev_train):
     assert len(starts(job_dir)) == 1  # the failed start's events were cleared: one start's curves only
 
 
-def test_a_folder_holding_another_job_is_refused_and_left_alone(tmp_path, seqrev_train):
+def test_a_folder_holding_another_job_is_refused_up_front_and_nothing_is_written(tmp_path, seqrev_train):
     # Job folders name what the sweep varies (here lr), not its fixed settings: change one of those and
-    # the same folder names now stand for other jobs.
+    # the same folder names now stand for other jobs. The sweep is refused before Hydra writes anything.
     sweep = tmp_path / "sweep"
     first = seqrev_train("-m", "model.optimizer.lr=0.01,0.002", *SMALL, "trainer.max_epochs=1",
                          f"hydra.sweep.dir={sweep}")
     assert first.returncode == 0, first.stderr[-3000:]
-    before = fingerprint(sweep)
+    every_file = {p: p.read_bytes() for p in sweep.rglob("*") if p.is_file()}
     other = seqrev_train("-m", "model.optimizer.lr=0.01,0.002", *SMALL, "trainer.max_epochs=2",
                          f"hydra.sweep.dir={sweep}")
-    assert other.stdout.count("job refused:") == 2
-    assert "holds a job with other settings than this sweep's job there" in other.stdout
-    assert "trainer.max_epochs=2" in other.stdout and "trainer.max_epochs=1" in other.stdout
-    assert fingerprint(sweep) == before
+    assert other.returncode == 2 and other.stderr.strip().count("\n") == 0, other.stderr
+    assert "holds a job with other settings than this sweep's job there" in other.stderr
+    assert "trainer.max_epochs=2" in other.stderr and "trainer.max_epochs=1" in other.stderr
+    assert {p: p.read_bytes() for p in sweep.rglob("*") if p.is_file()} == every_file  # multirun.yaml included
+
+
+def test_a_job_that_does_not_train_is_counted_under_its_own_word_and_the_sweep_exits_non_zero(tmp_path,
+                                                                                                seqrev_train):
+    """A job whose folder another live process holds is neither done, nor failed, nor skipped: the progress
+    line and the summary count it as busy, and the sweep ends with exit status 2 naming it and why."""
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+    from test_run_folders import HOLD_THE_LOCK
+
+    sweep = tmp_path / "sweep"
+    held = sweep / "1_model=both_outputs,timesteps=4,units=16,seed=0"
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_THE_LOCK, str(held)], cwd=ROOT, stdout=subprocess.PIPE,
+                              text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        done = seqrev_train("-m", "model=return_state,both_outputs", *SMALL, "trainer.max_epochs=1",
+                            f"hydra.sweep.dir={sweep}")
+    finally:
+        holder.kill()
+        holder.wait()
+    summary = [line for line in done.stdout.splitlines() if line.startswith("sweep finished")]
+    assert summary and ": 1 done, 0 failed, 0 skipped, 1 busy;" in summary[0], done.stdout
+    assert done.returncode == 2
+    assert done.stderr.strip() == (f"seqrev: 1 job of the sweep did not run: {held.name} (busy: running elsewhere "
+                                   f"({os.uname().nodename}, {holder.pid}): {held})")
 
 
 def test_a_job_killed_after_a_checkpoint_is_resumed_from_it_not_started_again(tmp_path, seqrev_train):
@@ -161,3 +189,33 @@ def test_what_a_sweep_job_does_with_its_folder_follows_its_results(tmp_path, sta
     assert claimed.action == action
     assert (claimed.resume_from == job) == (action == "resume")
     assert (job / "checkpoints" / "last.ckpt").exists() == (action != "run")
+
+
+def test_a_results_file_that_is_not_results_is_said_and_its_job_counts_as_unfinished(tmp_path, caplog):
+    """A sweep's continuation, resume= and the progress line read results.json through one check: a file
+    with a wrong-typed field is named in one line with the field, and the job is taken as unfinished."""
+    import logging
+    import time
+    from contextlib import ExitStack
+
+    from seqrev.lifecycle import JOB_FILE, claim
+    from seqrev.progress import read_folders
+    from seqrev.rundir import run_status
+
+    job, overrides = tmp_path / "0_job", ["seed=0"]
+    job.mkdir()
+    (job / JOB_FILE).write_text(json.dumps({"overrides": overrides}))
+    started = time.time() - 1
+    (job / "results.json").write_text(json.dumps({"status": "ok", "model": "both_outputs", "timesteps": 4,
+                                                  "units": 16, "test_acc": "high", "test_seq_acc": 0.1,
+                                                  "epochs_run": 3, "test_acc_per_position": [0.5] * 4}))
+    with caplog.at_level(logging.WARNING, logger="seqrev"):
+        assert run_status(job) is None
+        with ExitStack() as held:
+            assert claim(held, job, overrides, tmp_path).action == "run"  # not skipped as finished
+    said = [r.getMessage() for r in caplog.records if "not read as results" in r.getMessage()]
+    assert len(said) == 2 and all("the field 'test_acc' holds \"high\"" in line for line in said)
+    (job / "results.json").write_text(json.dumps({"status": "ok", "model": 3}))
+    tally = read_folders(tmp_path, started, {})
+    assert (tally.done, tally.failed) == (0, 0)
+    assert "the field 'timesteps' is missing" in tally.unreadable[str(job / "results.json")]

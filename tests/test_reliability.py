@@ -81,6 +81,15 @@ BAD_LINES = [  # through the command line as a user types it: exit status 2, one
     (["callbacks.x._target_=a.B"], "`+callbacks.x._target_=...` for a new key"),
     (["resume=/no/such/run"], "there is no such directory"),
     (["+trainer.max_time=abc"], "trainer.max_time='abc' is not allowed: Lightning's Trainer refused it"),
+    (["+callbacks.x._target_=nope.Nope"], "callbacks.x._target_='nope.Nope' cannot be found: there is no module "
+                                          "'nope'"),
+    (["model.optimizer._target_=torch.optim.Adamm"], "model.optimizer._target_='torch.optim.Adamm' cannot be found: "
+                                                     "torch.optim has no 'Adamm'"),
+    (["+foo=1"], "`foo` is not a setting seqrev reads; for labels of your own, use `+tags.foo=...`"),
+    (["foo=1"], "`foo` is not a setting; check the spelling, or write `+tags.foo=...` for a label of your own"),
+    (["+model.optimizer.wd=0.1"], "`model.optimizer.wd` is not a setting of torch.optim.Adam (it takes"),
+    (["+data.n_trains=5"], "`data.n_trains` is not a setting of seqrev.data.ReversedSequenceData; did you mean "
+                           "`data.n_train`?"),
 ]
 
 
@@ -122,6 +131,29 @@ def test_hydra_full_error_still_gives_the_whole_traceback(tmp_path):
     done = run_cli("data.timesteps=0", f"hydra.run.dir={tmp_path / 'run'}", env={"HYDRA_FULL_ERROR": "1"})
     assert done.returncode != 0
     assert "Traceback" in done.stderr and "seqrev/config.py" in done.stderr  # down to where it was refused
+
+
+def test_labels_of_ones_own_go_under_tags_and_are_recorded(tmp_path):
+    import seqrev
+
+    results = seqrev.fit("model=single_default", *TINY, "trainer.max_epochs=1", "+tags.team=blue", "+tags.try=3",
+                         f"hydra.run.dir={tmp_path / 'run'}")
+    assert results["tags"] == {"team": "blue", "try": 3}
+
+
+def test_resume_with_fewer_epochs_or_steps_than_the_run_trained_is_refused_before_it_starts(tmp_path, seqrev_train):
+    run = tmp_path / "run"
+    first = seqrev_train("model=single_default", *TINY, "trainer.max_epochs=3", f"hydra.run.dir={run}")
+    assert first.returncode == 0, first.stderr[-2000:]
+    (run / "results.json").unlink()  # as a run killed after its third epoch leaves its folder
+    before = {p: p.stat().st_mtime_ns for p in run.rglob("*")}
+    for key, given, done in (("max_epochs", 2, 3), ("max_steps", 5, 27)):
+        refused = seqrev_train(f"resume={run}", f"trainer.{key}={given}")
+        assert refused.returncode == 2 and refused.stderr.count("\n") == 1, refused.stderr[-2000:]
+        assert (f"trainer.{key}={given}: that run has already trained {done} {key[4:]}; give at least {done}"
+                in refused.stderr)
+    assert {p: p.stat().st_mtime_ns for p in run.rglob("*")} == before
+    assert seqrev_train(f"resume={run}", "trainer.max_epochs=3").returncode == 0  # as many as it trained: it ends
 
 
 def test_a_typo_in_a_sweep_is_refused_before_any_job_runs(tmp_path, seqrev_train):

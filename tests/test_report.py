@@ -143,3 +143,23 @@ def test_a_fixed_length_group_keeps_its_figures_beside_a_variable_length_one(tmp
     fixed = text[:text.index("data.min_timesteps=3")]  # the tutorial's protocol comes first
     assert "[97.250]" in fixed and "| 38.35 |" in fixed
     assert "[97.250]" not in text[text.index("data.min_timesteps=3"):]
+
+
+def test_a_results_file_with_a_wrong_or_missing_field_is_skipped_with_one_line_and_the_rest_reported(tmp_path,
+                                                                                                       capsys):
+    from seqrev.report import main
+
+    make_sweep(tmp_path)
+    write(tmp_path / "typed_job", model="both_outputs", timesteps=4, units=16, seed=5, status="ok", test_acc="0.5",
+          test_seq_acc=0.2, epochs_run=3, test_acc_per_position=[0.5] * 4)
+    write(tmp_path / "short_job", model="both_outputs", timesteps=4, units=16, seed=6, status="ok", test_seq_acc=0.2,
+          epochs_run=3, test_acc_per_position=[0.5] * 4)
+    assert main([str(tmp_path)]) == 0
+    said = capsys.readouterr().err.splitlines()
+    typed = [line for line in said if "typed_job" in line]
+    assert len(typed) == 1 and "the field 'test_acc' holds \"0.5\", which is not a number" in typed[0]
+    short = [line for line in said if "short_job" in line]
+    assert len(short) == 1 and "the field 'test_acc' is missing" in short[0]
+    rows = list(csv.DictReader(open(tmp_path / "report.csv")))
+    assert len(rows) == 7 and not any("typed_job" in r["job_dir"] or "short_job" in r["job_dir"] for r in rows)
+    assert "97.00 ± 2.00" in (tmp_path / "report.md").read_text()  # the good runs, as before

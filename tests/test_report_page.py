@@ -57,25 +57,35 @@ def test_the_sweep_size_is_the_product_of_its_swept_values():
     assert sweep_size(table) == 5 * 4 * 2
 
 
-def test_the_folders_tell_ended_failed_skipped_and_running_jobs(tmp_path):
+def test_the_folders_tell_ended_failed_skipped_refused_busy_and_running_jobs(tmp_path):
+    from seqrev.sweepfolder import record_outcome
+
     started = time.time()
-    before = tmp_path / "before"
-    run_result(before, 0.5)
     old = started - 100
     import os
 
-    os.utime(before / "results.json", (old, old))  # finished in an earlier start of the sweep
+    for name in ("before", "elsewhere"):  # finished in an earlier start: skipped by this one, or not its job
+        run_result(tmp_path / name, 0.5)
+        os.utime(tmp_path / name / "results.json", (old, old))
+    record_outcome(tmp_path, tmp_path / "before", "skipped")
     run_result(tmp_path / "done", 0.5)
     (tmp_path / "failed").mkdir()
     (tmp_path / "failed" / "results.json").write_text(json.dumps({"status": "failed", "fit_seconds": 0}))
     (tmp_path / "running").mkdir()
     (tmp_path / "running" / ".seqrev.lock").write_text("")
     (tmp_path / "waiting").mkdir()
+    for name, status in (("other_job", "refused"), ("held", "busy")):
+        run_result(tmp_path / name, 0.5)  # finished by another process meanwhile: still not this sweep's
+        (tmp_path / name / ".seqrev.lock").write_text("")  # held by another process, not running in this sweep
+        record_outcome(tmp_path, tmp_path / name, status, f"why {name}")
     tally = read_folders(tmp_path, started, {"done": started})
-    assert (tally.done, tally.failed, tally.skipped, tally.running) == (1, 1, 1, 1)
+    assert (tally.done, tally.failed, tally.skipped, tally.refused, tally.busy, tally.running) == (1, 1, 1, 1, 1, 1)
+    assert tally.not_run == {"other_job": "refused: why other_job", "held": "busy: why held"}
     line = progress_line(Tally(done=3, failed=1, running=2, durations=[60.0] * 4), total=10, elapsed=125, workers=2)
     assert line == ("sweep: 4/10 ended (3 done, 1 failed, 0 skipped), 2 running; 2m05s elapsed, "
                     "about 3m00s left")
+    line = progress_line(Tally(done=1, skipped=2, refused=1, busy=1, running=1), total=6, elapsed=5, workers=1)
+    assert line == "sweep: 5/6 ended (1 done, 0 failed, 2 skipped, 1 refused, 1 busy), 1 running; 0m05s elapsed"
 
 
 def test_a_sweep_prints_its_progress_and_ends_with_its_report(tmp_path, seqrev_train):

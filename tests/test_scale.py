@@ -122,6 +122,31 @@ def test_gpu_check_says_in_one_sentence_that_there_is_no_gpu():
     assert done.stderr == ""
 
 
+GPU_CHECK_REFUSALS = [
+    (["--packs", "--device", "cpu", "--sizes", "0,-3"], "argument --sizes: '0,-3' is not allowed: give pack sizes as "
+                                                         "whole numbers of at least 1"),
+    (["--packs", "--device", "cpu", "--sizes", "2,x"], "argument --sizes: '2,x' is not allowed"),
+    (["--packs", "--device", "cpu", "data.timesteps=0"], "data.timesteps=0 is not allowed"),
+    (["--packs", "--device", "cpu", "data.timestep=4"], "`data.timestep` is not a setting of data=reversed"),
+    (["--packs", "--device", "cpu", "--out", "/no/such/folder/x.json"], "there is no folder /no/such/folder"),
+    (["--device", "cpu"], "--device cpu goes with --packs"),
+]
+
+
+@pytest.mark.parametrize("args,sentence", GPU_CHECK_REFUSALS, ids=[" ".join(a) for a, _ in GPU_CHECK_REFUSALS])
+def test_gpu_check_refuses_bad_arguments_in_one_sentence_before_any_work(args, sentence, monkeypatch, capsys):
+    import runpy
+    import sys
+
+    script = runpy.run_path(str(ROOT / "scripts" / "gpu-check"), run_name="gpu_check")
+    monkeypatch.setattr(sys, "argv", ["gpu-check", *args])
+    with pytest.raises(SystemExit) as exit:
+        script["main"]()
+    out, err = capsys.readouterr()
+    assert exit.value.code == 2 and out == "" and err.count("\n") == 1 and err.startswith("gpu-check: "), err
+    assert sentence in err
+
+
 @pytest.mark.slow
 def test_gpu_checks_packs_table_runs_on_the_cpu_with_members_equal_to_their_own_runs(tmp_path):
     import json

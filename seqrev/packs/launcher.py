@@ -258,9 +258,9 @@ def run_pack(hydra_context: HydraContext, config: DictConfig, unit: Unit,
                 continue
             cfg, model_name, job_overrides = ret.return_value
             run_dir = Path(cfg.paths.output_dir)
-            job = claim(held, run_dir, job_overrides)
+            job = claim(held, run_dir, job_overrides, Path(str(config.hydra.sweep.dir)))
             ret.return_value = metric(cfg, job.results)
-            if job.action in ("skip", "refused"):
+            if not job.trains:
                 continue
             saved = load_checkpoint(last_checkpoint(job.resume_from)) if job.action == "resume" else None
             choice = choose(Job(cfg, model_name, continues=saved and ("packed" if PACK_STATE in saved else

@@ -1,0 +1,86 @@
+"""What a sweep's folder holds beside its job folders (in `.seqrev/`): a record of each job of this start
+that did not train (skipped, refused, busy, or failed before it could start) with its reason, and the
+number of jobs planned so far (a sweeper that adds rounds raises it). Jobs write it wherever they run
+(other processes, Slurm nodes); the launching process reads it for the progress line and the summary.
+Plain JSON, no torch.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Literal, TypedDict
+
+from seqrev.atomic import atomic_write
+
+RECORD_DIR = ".seqrev"
+NotRun = Literal["skipped", "refused", "busy", "failed"]
+NOT_RUN: tuple[NotRun, ...] = ("skipped", "refused", "busy", "failed")
+
+
+class Outcome(TypedDict):
+    """A job that did not train in this start of the sweep: `status` and, but for skipped, why."""
+
+    job: str
+    status: NotRun
+    reason: str
+
+
+def _outcomes_dir(sweep_dir: Path) -> Path:
+    return Path(sweep_dir) / RECORD_DIR / "jobs"
+
+
+def job_name(sweep_dir: Path, job_dir: Path) -> str:
+    """A job's name: its folder's path within the sweep's folder."""
+    return Path(os.path.relpath(Path(job_dir).absolute(), Path(sweep_dir).absolute())).as_posix()
+
+
+def record_outcome(sweep_dir: Path, job_dir: Path, status: NotRun, reason: str = "") -> None:
+    """Record that a job did not train in this start (written atomically; its folder is left alone)."""
+    name = job_name(sweep_dir, job_dir)
+    outcome = Outcome(job=name, status=status, reason=reason)
+    path = _outcomes_dir(sweep_dir) / (name.replace("/", "%2F") + ".json")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(path, lambda handle: handle.write(json.dumps(outcome).encode()))
+
+
+def read_outcomes(sweep_dir: Path, since: float) -> dict[str, Outcome]:
+    """The outcomes recorded at or after `since` (a time.time()), by job name; a file that is not one (being
+    written, or not seqrev's) is left out."""
+    outcomes: dict[str, Outcome] = {}
+    folder = _outcomes_dir(sweep_dir)
+    for path in sorted(folder.glob("*.json")) if folder.is_dir() else ():
+        try:
+            if path.stat().st_mtime < since:
+                continue
+            outcome = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        if (isinstance(outcome, dict) and isinstance(outcome.get("job"), str) and outcome.get("status") in NOT_RUN
+                and isinstance(outcome.get("reason", ""), str)):
+            outcomes[outcome["job"]] = Outcome(job=outcome["job"], status=outcome["status"],
+                                               reason=outcome.get("reason", ""))
+    return outcomes
+
+
+def write_planned(sweep_dir: Path, total: int, note: str = "") -> None:
+    """The number of jobs the sweep has planned so far, and a few words on why it grew (`note`)."""
+    path = Path(sweep_dir) / RECORD_DIR / "planned.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(path, lambda handle: handle.write(json.dumps({"total": total, "note": note}).encode()))
+
+
+def read_planned(sweep_dir: Path, since: float) -> tuple[int, str] | None:
+    """The planned total and its note, when written at or after `since`."""
+    path = Path(sweep_dir) / RECORD_DIR / "planned.json"
+    try:
+        if path.stat().st_mtime < since:
+            return None
+        planned = json.loads(path.read_text())
+        total = planned["total"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    if isinstance(total, bool) or not isinstance(total, int) or total < 0:
+        return None
+    return total, str(planned.get("note", ""))
