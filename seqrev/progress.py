@@ -9,7 +9,6 @@ written and a summary line says where.
 
 from __future__ import annotations
 
-import json
 import math
 import sys
 import threading

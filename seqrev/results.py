@@ -102,7 +102,8 @@ def check_fields(results: dict[str, Any], path: str | Path) -> None:
             raise ValueError(f"{path}: the field {key!r} is missing")
     for key, value in results.items():
         if key in hints and not _fits(value, hints[key]):
-            raise ValueError(f"{path}: the field {key!r} holds {json.dumps(value)[:40]}, which is not {_kind(hints[key])}")
+            shown = json.dumps(value)[:40]
+            raise ValueError(f"{path}: the field {key!r} holds {shown}, which is not {_kind(hints[key])}")
 
 
 def _fits(value: Any, hint: Any) -> bool:

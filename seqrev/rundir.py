@@ -143,9 +143,9 @@ def check_budget(run_dir_arg: str, epochs: int, steps: int, other_args: list[str
     for key, done in (("max_epochs", epochs), ("max_steps", steps)):
         asked = [override_value(a) for a in other_args if a.startswith(f"trainer.{key}=")]
         if asked and asked[-1].lstrip("-").isdigit() and 0 < int(asked[-1]) < done:
+            unit = key.removeprefix("max_")
             raise RunDirError(f"resume={run_dir_arg!r} trainer.{key}={asked[-1]}: that run has already trained {done} "
-                              f"{key.removeprefix('max_')}; give at least {done}, or leave trainer.{key} as the run had "
-                              "it.")
+                              f"{unit}; give at least {done}, or leave trainer.{key} as the run had it.")
 
 
 def seqrev_targets() -> set[str]:

@@ -25,8 +25,14 @@ from omegaconf.errors import OmegaConfBaseException
 from seqrev.catalog import CONFIG_DIR, HYDRA_CONFIG_PATH
 from seqrev.config import SWEPT
 from seqrev.errors import EXPECTED_ERRORS, ConfigError, describe_error
-from seqrev.preflight import (SWEEP_FLAGS, check_command_line, check_sweep_folder, output_folder, pin_sweep_folder,
-                              swept_keys)
+from seqrev.preflight import (
+    SWEEP_FLAGS,
+    check_command_line,
+    check_sweep_folder,
+    output_folder,
+    pin_sweep_folder,
+    swept_keys,
+)
 from seqrev.results import RunResults
 from seqrev.rundir import quote, refuse_existing_results, rewrite_argv_for_resume
 

@@ -110,8 +110,9 @@ def test_a_job_that_does_not_train_is_counted_under_its_own_word_and_the_sweep_e
     import subprocess
     import sys
 
-    from conftest import ROOT
     from test_run_folders import HOLD_THE_LOCK
+
+    from conftest import ROOT
 
     sweep = tmp_path / "sweep"
     held = sweep / "1_model=both_outputs,timesteps=4,units=16,seed=0"
