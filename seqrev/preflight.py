@@ -9,6 +9,7 @@ unknown keys, and combinations seqrev cannot run.
 from __future__ import annotations
 
 import difflib
+from collections.abc import Callable
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf, open_dict
@@ -101,7 +102,7 @@ def check_group_choices(args: list[str], config_dirs: list[Path]) -> None:
                 raise ConfigError(f"{group}={value!r} is not allowed: choose one of {', '.join(options)}.")
 
 
-def _one_job(args: list[str]) -> list[str] | None:
+def first_job(args: list[str]) -> list[str] | None:
     """The overrides of a sweep's first job (a plain line as it is), without Hydra's own keys; None when
     the line is beyond this simple reading (Hydra then judges it itself)."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
@@ -135,7 +136,7 @@ def check_keys(args: list[str], config_dir: Path) -> None:
 
     from seqrev.catalog import compose
 
-    job = _one_job(args)
+    job = first_job(args)
     if not job:
         return
     try:
@@ -355,30 +356,35 @@ NAMED_KEYS = ("model", "seed", "data.timesteps", "model.units")
 def check_sweep_folder(argv: list[str], config_dir: Path) -> None:
     """A sweep run again into its folder (`hydra.sweep.dir=`) must want, in every job folder it would reuse,
     the job that folder holds (its job.json): else RunDirError, before Hydra writes anything (multirun.yaml
-    included). Checked for Hydra's basic sweeper, whose jobs the command line alone decides; the jobs of
-    other sweepers are checked one by one as they start (seqrev.lifecycle.claim)."""
-    from seqrev.errors import RunDirError
-    from seqrev.lifecycle import JOB_FILE, read_job_overrides
-
+    included). Checked here for Hydra's basic sweeper, whose jobs the command line alone decides; the settle
+    sweeper checks its first round itself, and every job is checked again as it starts (lifecycle.claim)."""
     if not SWEEP_FLAGS & set(argv) or not any(a.startswith("hydra.sweep.dir=") for a in argv[1:]):
         return
     sweep_dir = output_folder(argv)
-    saved = sorted(sweep_dir.glob(f"*/{JOB_FILE}")) if sweep_dir.is_dir() else []
-    if not saved:
+    if not sweep_dir.is_dir() or not any(sweep_dir.glob("*/job.json")):
         return
     args = [a for a in argv[1:] if not a.startswith("-")]
     jobs = basic_sweep_jobs(args, config_dir)
-    if jobs is None:
-        return
-    for job_file in saved:
+    if jobs is not None:
+        check_job_folders(sweep_dir, jobs, lambda number, job: job_folder_name(job, number, args, config_dir))
+
+
+def check_job_folders(sweep_dir: Path, jobs: list[list[str]], folder_name: Callable[[int, list[str]], str | None],
+                      first_number: int = 0) -> None:
+    """RunDirError when a job folder of `sweep_dir` holds another job than the one of `jobs` (numbered from
+    `first_number`) that `folder_name(number, overrides)` says would be put there."""
+    from seqrev.errors import RunDirError
+    from seqrev.lifecycle import JOB_FILE, read_job_overrides
+
+    for job_file in sorted(sweep_dir.glob(f"*/{JOB_FILE}")):
         folder = job_file.parent
         number = folder.name.partition("_")[0]
-        if not number.isdigit() or int(number) >= len(jobs):
+        if not number.isdigit() or not 0 <= int(number) - first_number < len(jobs):
             continue
-        theirs, ours = read_job_overrides(job_file), jobs[int(number)]
+        theirs, ours = read_job_overrides(job_file), jobs[int(number) - first_number]
         if theirs == ours or _differ_in_a_named_key(theirs, ours):
             continue
-        if job_folder_name(ours, int(number), args, config_dir) == folder.name:
+        if folder_name(int(number), ours) == folder.name:
             raise RunDirError(f"{folder} holds a job with other settings than this sweep's job there (differing: "
                               f"{', '.join(sorted(set(theirs) ^ set(ours)))}); use another hydra.sweep.dir, or "
                               "delete that folder.")
@@ -402,11 +408,12 @@ def basic_sweep_jobs(args: list[str], config_dir: Path) -> list[list[str]] | Non
 
     from seqrev.catalog import compose
 
-    first = _one_job(args)
+    first = first_job(args)
     if first is None:
         return None
+    hydra_args = [a for a in args if a.lstrip("+~").startswith(("hydra/sweeper=", "hydra.sweeper."))]
     try:
-        sweeper = compose(first, config_dir, with_hydra=True).hydra.sweeper
+        sweeper = compose([*first, *hydra_args], config_dir, with_hydra=True).hydra.sweeper
         if not str(sweeper.get("_target_")).endswith(".BasicSweeper") or sweeper.get("max_batch_size"):
             return None
         parser = OverridesParser.create()
@@ -444,7 +451,7 @@ def pin_sweep_folder(argv: list[str], config_dir: Path) -> list[str]:
 
     if not SWEEP_FLAGS & set(argv) or any(a.startswith("hydra.sweep.dir=") for a in argv[1:]):
         return argv
-    first = _one_job([a for a in argv[1:] if not a.startswith("-")])
+    first = first_job([a for a in argv[1:] if not a.startswith("-")])
     try:
         folder = str(compose(first or [], config_dir, with_hydra=True).hydra.sweep.dir)
     except Exception:  # noqa: BLE001 - Hydra says what is wrong with the line when it runs it

@@ -113,9 +113,10 @@ def counts(tally: Tally) -> str:
                      + [f"{n} {word}" for word, n in (("refused", tally.refused), ("busy", tally.busy)) if n])
 
 
-def progress_line(tally: Tally, total: int | None, elapsed: float, workers: int) -> str:
-    """'sweep: 12/60 ended (10 done, 1 failed, 1 skipped), 2 running; 2m05s elapsed, about 6m10s left'."""
-    of = f"/{total}" if total else ""
+def progress_line(tally: Tally, total: int | None, elapsed: float, workers: int, note: str = "") -> str:
+    """'sweep: 12/60 ended (10 done, 1 failed, 1 skipped), 2 running; 2m05s elapsed, about 6m10s left';
+    a total that grows with rounds says so: 'sweep: 12/60 so far (round 1 of at most 5) ended (...'."""
+    of = (f"/{total}" if total else "") + (f" so far ({note})" if note else "")
     line = f"sweep: {tally.ended}{of} ended ({counts(tally)}), {tally.running} running; {clock(elapsed)} elapsed"
     if total and tally.durations and tally.ended < total:
         per_job = sum(tally.durations) / len(tally.durations)  # the finished jobs' own times
@@ -164,6 +165,19 @@ class SweepProgress(Callback):
         written = self._report()
         self._say(f"sweep finished in {clock(time.time() - self.started)}: {counts(tally)}; "
                   + (f"report: {written}" if written else f"no results to report in {self.sweep_dir}"), final=True)
+        from seqrev.sweepfolder import read_settle
+
+        settle, _ = read_settle(self.sweep_dir)
+        if settle.get("summary"):  # a settle sweep's verdicts, per cell: the last line
+            self._say(str(settle["summary"]), final=True)
+
+    def _planned(self) -> tuple[int | None, str]:
+        """The sweep's total so far and why it grows: what a sweeper that adds rounds recorded, else the
+        command line's count."""
+        from seqrev.sweepfolder import read_planned
+
+        planned = read_planned(self.sweep_dir, self.started)
+        return planned if planned is not None else (self.total, "")
 
     def _watch(self) -> None:
         said, last_said, workers, warned = None, 0.0, 1, set()
@@ -178,7 +192,8 @@ class SweepProgress(Callback):
             workers = max(workers, tally.running)
             ended = (tally.ended, tally.failed)
             if ended != said or time.time() - last_said >= (1.0 if self.in_place else self.every_seconds):
-                self._say(progress_line(tally, self.total, time.time() - self.started, workers))
+                total, note = self._planned()
+                self._say(progress_line(tally, total, time.time() - self.started, workers, note))
                 said, last_said = ended, time.time()
 
     def _say(self, line: str, final: bool = False) -> None:

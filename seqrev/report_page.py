@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import html
 import io
+import math
 import os
 import statistics
 from pathlib import Path
@@ -48,34 +49,68 @@ def svg(fig: Any) -> str:
     return '<div class="chart">' + text[text.index("<svg"):] + "</div>"
 
 
-def table_figure(plt: Any, cells: dict, wirings: list[str], figures: dict, baselines: dict) -> Any:
-    """Test token accuracy against T per wiring (a panel per units): every seed a dot, mean ± std, the
-    tutorial's figure (x) and the mode baseline (dashed)."""
+def table_figure(plt: Any, experiment: Any) -> Any:
+    """Test token accuracy against T per wiring (a panel per units): every seed a dot, the mean with its 95%
+    interval (Student's t), the tutorial's figure (x) and the mode baseline (dashed)."""
+    cells, wirings, figures, baselines = experiment.cells, experiment.wirings, experiment.figures, experiment.baselines
     units_values = sorted({u for u, _ in cells})
     fig, axes = plt.subplots(1, len(units_values), figsize=(6.5 * len(units_values), 4.2), squeeze=False)
     for ax, units in zip(axes[0], units_values):
         steps = sorted(t for u, t in cells if u == units)
         for i, wiring in enumerate(wirings):
-            points = [(t, [100 * r["test_acc"] for r in cells[(units, t)].get(wiring, [])]) for t in steps]
-            points = [(t, v) for t, v in points if v]
+            found = [(t, cells[(units, t)].wirings.get(wiring)) for t in steps]
+            found = [(t, w) for t, w in found if w is not None and w.scores]
             shift = 1 + 0.04 * (i - len(wirings) / 2)  # wirings side by side at each T
-            for t, values in points:
-                ax.scatter([t * shift] * len(values), values, s=12, color=f"C{i}", alpha=0.5)
-            if points:
-                ax.errorbar([t * shift for t, _ in points], [statistics.fmean(v) for _, v in points],
-                            yerr=[statistics.stdev(v) if len(v) > 1 else 0 for _, v in points], fmt="-",
-                            color=f"C{i}", capsize=3, label=wiring)
+            for t, w in found:
+                ax.scatter([t * shift] * len(w.scores), w.scores, s=12, color=f"C{i}", alpha=0.5)
+            if found:
+                means = [statistics.fmean(w.scores) for _, w in found]
+                below = [0 if w.mean is None else m - w.mean.low for m, (_, w) in zip(means, found)]
+                above = [0 if w.mean is None else w.mean.high - m for m, (_, w) in zip(means, found)]
+                ax.errorbar([t * shift for t, _ in found], means, yerr=[below, above], fmt="-", color=f"C{i}",
+                            capsize=3, label=wiring)
             tutorial = [(int(t), v[wiring]) for t, v in figures.get(str(units), {}).items() if wiring in v]
             if tutorial:
                 ax.scatter(*zip(*tutorial), marker="x", s=60, color=f"C{i}")
         if baselines:
             ax.plot(steps, [baselines[t] for t in steps], "k--", lw=1, label="mode baseline")
         ax.set(xscale="log", xlabel="timesteps", ylabel="test token accuracy (%)", ylim=(0, 102),
-               title=f"{units} units: seeds (dots), mean ± std, the tutorial (x)")
+               title=f"{units} units: seeds (dots), mean with 95% interval, the tutorial (x)")
         ax.set_xticks(steps, [str(t) for t in steps])
         ax.minorticks_off()
         ax.legend(fontsize=7)
     return fig
+
+
+VERDICT_MARKS = {"settled": "S", "equivalent": "=", "not settled": "?"}
+
+
+def improvement_chart(plt: Any, experiment: Any) -> str:
+    """For each cell, a wiring-by-wiring matrix of P(a run of the row's wiring scores above a run of the
+    column's), each square marked with its verdict: S settled, = equivalent, ? not settled."""
+    cells = [cell for cell in experiment.cells.values() if any(c.kind == "wirings" for c in cell.comparisons)]
+    fig, axes = plt.subplots(1, max(1, len(cells)), figsize=(3.3 * max(1, len(cells)), 3.5), squeeze=False)
+    image = None
+    for ax, cell in zip(axes[0], cells):
+        names = [name for name in experiment.wirings if name in cell.wirings and cell.wirings[name].scores]
+        chance = [[math.nan] * len(names) for _ in names]
+        marks = [[""] * len(names) for _ in names]
+        for c in (c for c in cell.comparisons if c.kind == "wirings"):
+            i, j = names.index(c.a), names.index(c.b)
+            chance[i][j], chance[j][i] = c.p_improvement, 1 - c.p_improvement
+            marks[i][j] = marks[j][i] = VERDICT_MARKS[c.verdict]
+        image = ax.imshow(chance, cmap="RdBu", vmin=0, vmax=1)
+        for i in range(len(names)):
+            for j in range(len(names)):
+                if marks[i][j]:
+                    ax.text(j, i, f"{chance[i][j]:.2f}\n{marks[i][j]}", ha="center", va="center", fontsize=6.5)
+        ax.set_xticks(range(len(names)), names, rotation=60, ha="right", fontsize=6.5)
+        ax.set_yticks(range(len(names)), names, fontsize=6.5)
+        ax.set_title(f"T={cell.timesteps}, {cell.units} units", fontsize=8)
+    if image is not None:
+        fig.colorbar(image, ax=axes[0].tolist(), shrink=0.7, label="P(row's run > column's run)")
+    fig.suptitle("P(improvement), marked S settled, = equivalent, ? not settled", fontsize=9)
+    return svg(fig)
 
 
 def curves_chart(plt: Any, cells: dict, wirings: list[str], key: str) -> str:
@@ -118,24 +153,51 @@ def positions_chart(plt: Any, cells: dict, wirings: list[str]) -> str:
     return svg(fig)
 
 
-def markdown_tables(lines: list[str]) -> str:
-    """report.md's tables (seqrev.report._tables) as HTML: `## title`, a note, `| a | b |` rows."""
-    parts, rows = [], []
-    for line in lines + [""]:
-        if line.startswith("|"):
-            if not set(line) <= set("|-"):
-                rows.append([html.escape(c.strip()) for c in line.strip("|").split("|")])
-            continue
-        if rows:
-            head, *body = rows
-            parts.append("<table><tr>" + "".join(f"<th>{c}</th>" for c in head) + "</tr>" + "".join(
-                "<tr>" + "".join(f'<td class="num">{c}</td>' for c in row) + "</tr>" for row in body) + "</table>")
-            rows = []
-        if line.startswith("## "):
-            parts.append(f"<h3>{html.escape(line[3:])}</h3>")
-        elif line:
-            parts.append(f'<p class="note">{html.escape(line)}</p>')
+def table(head: list[str], rows: list[list[str]], numeric: bool = True) -> str:
+    """A plain HTML table of already-shown values."""
+    kind = ' class="num"' if numeric else ""
+    return ("<table><tr>" + "".join(f"<th>{html.escape(c)}</th>" for c in head) + "</tr>" + "".join(
+        "<tr>" + "".join(f"<td{kind}>{html.escape(c)}</td>" for c in row) + "</tr>" for row in rows) + "</table>")
+
+
+def score_tables(experiment: Any) -> str:
+    """The experiment's tables of test token accuracy, sequence accuracy and epochs, from the report's data."""
+    from seqrev.report_model import SECTIONS, score_cell
+
+    parts, with_baseline = [], bool(experiment.baselines)
+    for title, key, percent in SECTIONS:
+        first = key == "test_acc"
+        head = ["units", "T", *experiment.wirings] + (["mode baseline"] if first and with_baseline else [])
+        rows = []
+        for (units, timesteps), c in experiment.cells.items():
+            row = [str(units), str(timesteps), *(score_cell(c.wirings.get(w), key, percent, first)
+                                                  for w in experiment.wirings)]
+            if first and with_baseline:
+                row.append("–" if c.baseline is None else f"{c.baseline:.2f}")
+            rows.append(row)
+        note = "mean ± std over seeds (min–max), n = seeds" + (
+            "; the mean's 95% interval; the tutorial's figure in brackets" if first else "")
+        parts.append(f"<h3>{html.escape(title)}</h3><p class=\"note\">{html.escape(note)}</p>" + table(head, rows))
     return "\n".join(parts)
+
+
+def comparisons_table(report: Any, experiment: Any) -> str:
+    from seqrev.report_model import against, how_sure, seeds_to_settle
+
+    rows = []
+    for c in experiment.cells.values():
+        for comparison in c.comparisons:
+            d = comparison.difference
+            rows.append([str(c.units), str(c.timesteps), comparison.a, against(c, comparison),
+                         "–" if d is None else f"{d.estimate:+.2f}",
+                         "–" if d is None else f"{d.low:+.2f} to {d.high:+.2f}",
+                         "–" if comparison.p_improvement is None else f"{comparison.p_improvement:.2f}",
+                         comparison.verdict, seeds_to_settle(comparison)])
+    if not rows:
+        return ""
+    head = ["units", "T", "A", "B", "A − B (points)", "interval", "P(A > B)", "verdict", "seeds to settle"]
+    return (f"<h3>Comparisons</h3><p class=\"note\">{html.escape(how_sure(report))}</p>"
+            + table(head, rows).replace("<table>", '<table class="comparisons">'))
 
 
 def cell(value: Any) -> str:
@@ -168,28 +230,31 @@ def runs_table(runs: list[dict], varying: list[str], out: Path) -> str:
             f"<tbody>{''.join(body)}</tbody></table>")
 
 
-def page(runs: list[dict], warnings: list[str], out: Path, shared: str, experiments: list) -> str:
-    """The whole page: `runs` as gathered, each finished run in one of `experiments` (seqrev.report's
-    views), the settings they all share as text."""
+def page(report: Any, out: Path) -> str:
+    """The whole page: what seqrev.report worked out (`report`), each experiment apart."""
     from seqrev.results import flat_settings
 
-    ok = [r for r in runs if r.get("status") == "ok"]
+    ok = [r for r in report.runs if r.get("status") == "ok"]
     plt = pyplot()
     if plt is not None:
         plt.rcParams.update({"svg.fonttype": "none", "svg.hashsalt": "seqrev"})
     parts = [f"<h1>seqrev report: {len(ok)} finished runs</h1>"]
-    if shared:
-        parts.append(f'<p class="note">Settings shared by every run: {html.escape(shared)}.</p>')
+    if report.shared:
+        parts.append(f'<p class="note">Settings shared by every run: {html.escape(report.shared)}.</p>')
     if plt is None:
         parts.append(f'<p class="note">No charts: {html.escape(MISSING)}.</p>')
     settings_of_runs = [flat_settings(r.get("config")) for r in ok]
     varying = sorted(k for k in {k for s in settings_of_runs for k in s}
                      if len({repr(s.get(k)) for s in settings_of_runs}) > 1)
-    for experiment in experiments:
-        cells, wirings, group = experiment.cells, experiment.wirings, experiment.runs
-        parts.append(f"<h2>{html.escape(experiment.title)}</h2>" + markdown_tables(experiment.tables))
+    for experiment in report.experiments:
+        cells, wirings, group = experiment.runs_by_cell(), experiment.wirings, experiment.runs
+        parts.append(f"<h2>{html.escape(experiment.title)}</h2>" + score_tables(experiment))
         if plt is not None:
-            parts.append(svg(table_figure(plt, cells, wirings, experiment.figures, experiment.baselines)))
+            parts.append(svg(table_figure(plt, experiment)))
+        parts.append(comparisons_table(report, experiment))
+        if plt is not None:
+            if any(c.kind == "wirings" for cell in experiment.cells.values() for c in cell.comparisons):
+                parts.append("<h3>Which wiring beats which</h3>" + improvement_chart(plt, experiment))
             without = sum(not r.get("history") for r in group)
             parts.append("<h3>Learning curves</h3>" + (
                 f'<p class="note">{without} of {len(group)} runs have no per-epoch history (results.json from before '
@@ -198,10 +263,12 @@ def page(runs: list[dict], warnings: list[str], out: Path, shared: str, experime
                 parts += [curves_chart(plt, cells, wirings, "val/loss"), curves_chart(plt, cells, wirings, "val/acc")]
             parts.append("<h3>Accuracy per output position</h3>" + positions_chart(plt, cells, wirings))
         parts.append("<h3>Every run</h3>" + runs_table(group, varying, out))
-    failed = [r for r in runs if r.get("status") != "ok"]
+    failed = [r for r in report.runs if r.get("status") != "ok"]
     if failed:
         parts.append("<h2>Jobs that did not finish</h2>" + runs_table(failed, [], out))
-    if warnings:
-        parts.append("<h2>Warnings</h2><ul>" + "".join(f"<li>{html.escape(w)}</li>" for w in warnings) + "</ul>")
+    conflicts = [c for experiment in report.experiments for c in experiment.conflicts]
+    if conflicts or report.warnings:
+        parts.append("<h2>Warnings</h2><ul>" + "".join(f"<li>{html.escape(w)}</li>"
+                                                        for w in conflicts + report.warnings) + "</ul>")
     return (f"<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>seqrev report</title>"
             f"<style>{STYLE}</style></head><body>{''.join(parts)}<script>{SCRIPT}</script></body></html>")

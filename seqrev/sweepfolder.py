@@ -84,3 +84,31 @@ def read_planned(sweep_dir: Path, since: float) -> tuple[int, str] | None:
     if isinstance(total, bool) or not isinstance(total, int) or total < 0:
         return None
     return total, str(planned.get("note", ""))
+
+
+def write_settle(sweep_dir: Path, looks: int, delta: float, summary: str = "") -> None:
+    """A settle sweep's promise, for its report: how many looks its error rate is split over, and its delta;
+    at its end, its summary line."""
+    path = Path(sweep_dir) / RECORD_DIR / "settle.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    record = {"looks": looks, "delta": delta, "summary": summary}
+    atomic_write(path, lambda handle: handle.write(json.dumps(record).encode()))
+
+
+def read_settle(sweep_dir: Path) -> tuple[dict[str, float | int], str | None]:
+    """The settle sweep's looks and delta recorded in `sweep_dir` ({} for another folder), and a warning
+    naming the file and the field when it holds something else (the report then uses its defaults)."""
+    path = Path(sweep_dir) / RECORD_DIR / "settle.json"
+    if not path.is_file():
+        return {}, None
+    try:
+        settle = json.loads(path.read_text())
+    except (OSError, ValueError) as error:
+        return {}, f"{path} is not readable ({error}); the report counts one look"
+    looks, delta = (settle.get("looks"), settle.get("delta")) if isinstance(settle, dict) else (None, None)
+    if isinstance(looks, bool) or not isinstance(looks, int) or looks < 1:
+        return {}, f"{path}: the field 'looks' is not a whole number of at least 1; the report counts one look"
+    if isinstance(delta, bool) or not isinstance(delta, (int, float)) or not delta > 0:
+        return {}, f"{path}: the field 'delta' is not a number above 0; the report uses its own"
+    summary = settle.get("summary")
+    return {"looks": looks, "delta": float(delta), "summary": summary if isinstance(summary, str) else ""}, None

@@ -42,6 +42,10 @@ log = logging.getLogger("seqrev")
 def prepare(argv: list[str]) -> list[str]:
     """A command line checked (ConfigError, RunDirError in one sentence) and with `resume=` expanded."""
     check_command_line(argv, CONFIG_DIR)
+    if SWEEP_FLAGS & set(argv):
+        from seqrev import settle
+
+        settle.check_command_line([a for a in argv[1:] if not a.startswith("-")], CONFIG_DIR)
     swept = swept_keys(argv)
     if swept:  # job folders name what the sweep varies
         argv = [*argv, f"+hydra.job.env_set.{SWEPT}={quote(','.join(swept))}"]
@@ -59,7 +63,7 @@ def launch(argv: list[str], task: JobFunction | None = None) -> None:
 
     from seqrev.runlock import run_folder_lock
 
-    register_launcher()
+    register_plugins()
     started = time.time()
     with ExitStack() as held:
         folder = named_run_folder(argv)
@@ -80,15 +84,17 @@ def launch(argv: list[str], task: JobFunction | None = None) -> None:
             raise JobsNotRun(not_run)
 
 
-def register_launcher() -> None:
-    """Make `hydra/launcher=packed` known to Hydra. Hydra finds plugins by walking the `hydra_plugins`
-    package's folders, which an editable install (`pip install -e .`) does not add to; registering the
-    class covers every kind of install."""
+def register_plugins() -> None:
+    """Make `hydra/launcher=packed` (and packed_slurm) and `hydra/sweeper=settle` known to Hydra. Hydra finds
+    plugins by walking the `hydra_plugins` package's folders, which an editable install (`pip install -e .`)
+    does not add to; registering the classes covers every kind of install."""
     from hydra.core.plugins import Plugins
     from hydra_plugins.seqrev_packed_launcher import packed_slurm_launcher
     from hydra_plugins.seqrev_packed_launcher.packed_launcher import PackedLauncher
+    from hydra_plugins.seqrev_packed_launcher.settle_sweeper import SettleSweeper
 
     Plugins.instance().register(PackedLauncher)
+    Plugins.instance().register(SettleSweeper)
     if packed_slurm_launcher.SlurmLauncher is not None:  # hydra/launcher=packed_slurm, with the sweep extra
         Plugins.instance().register(packed_slurm_launcher.PackedSlurmLauncher)
 

@@ -353,6 +353,21 @@ def test_a_member_and_an_ordinary_job_fail_alike_through_the_one_lifecycle(tmp_p
     assert {r["status"] for r in recorded["packed"].values()} == {"failed"}
 
 
+def same_state(mine, theirs, my_dir: Path, their_dir: Path) -> bool:
+    """Two callback states equal in structure and text (folders named alike), their numbers within 1e-5."""
+    if torch.is_tensor(theirs):
+        return torch.is_tensor(mine) and mine.shape == theirs.shape and torch.allclose(mine, theirs, rtol=0, atol=1e-5)
+    if isinstance(theirs, float):
+        return isinstance(mine, float) and mine == pytest.approx(theirs, abs=1e-5)
+    if isinstance(theirs, dict):
+        return isinstance(mine, dict) and mine.keys() == theirs.keys() and all(
+            same_state(mine[k], theirs[k], my_dir, their_dir) for k in theirs)
+    if isinstance(theirs, (list, tuple)):
+        return type(mine) is type(theirs) and len(mine) == len(theirs) and all(
+            same_state(a, b, my_dir, their_dir) for a, b in zip(mine, theirs))
+    return str(mine).replace(str(my_dir), "RUN") == str(theirs).replace(str(their_dir), "RUN")
+
+
 def test_a_members_checkpoint_is_laid_out_as_an_ordinary_runs_and_loads_the_same_ways(tmp_path, seqrev_train):
     import seqrev
     from seqrev.rundir import PACK_STATE
@@ -370,11 +385,8 @@ def test_a_members_checkpoint_is_laid_out_as_an_ordinary_runs_and_loads_the_same
         for key, state in theirs["callbacks"].items():  # the same state, in Lightning's own format
             assert ours["callbacks"][key].keys() == state.keys(), key
             for field, value in state.items():
-                mine = ours["callbacks"][key][field]
-                if torch.is_tensor(value):
-                    assert mine.item() == pytest.approx(value.item(), abs=1e-5), (key, field)
-                elif field != "best_k_models":
-                    assert str(mine).replace(str(member), "RUN") == str(value).replace(str(alone), "RUN"), (key, field)
+                if field != "best_k_models":  # scores from other kernels: within 1e-5 (KERNEL_DRIFT_AT_LR_0_1)
+                    assert same_state(ours["callbacks"][key][field], value, member, alone), (key, field)
         assert (ours["epoch"], ours["global_step"], ours["hparams_name"]) == (
             theirs["epoch"], theirs["global_step"], theirs["hparams_name"])
         assert ours["hyper_parameters"] == theirs["hyper_parameters"]
@@ -388,9 +400,19 @@ def test_a_members_checkpoint_is_laid_out_as_an_ordinary_runs_and_loads_the_same
     assert farthest(seqrev.load(alone).state_dict(), weights(alone, "best")) == 0
 
 
+KERNEL_DRIFT_AT_LR_0_1 = 1e-3
+"""How far a member's weights may drift from its job's after 6 epochs at learning rate 0.1. A pack sums its
+products in other kernels (batched matmul) than the job's fused LSTM (oneDNN's RNN, or ATen's cell), and a
+high rate amplifies those 1-ulp differences: measured on an AMD EPYC (AVX2) under ATEN_CPU_CAPABILITY=default
+or avx2, ONEDNN_MAX_CPU_ISA=SSE41, MKL_CBWR=COMPATIBLE and with oneDNN off, the largest weight difference was
+9e-6 to 2.4e-4 and the validation loss 1e-7 to 1.1e-5 (docs/development.md); after one epoch at the default
+rate, under 1.5e-7 everywhere."""
+
+
 def test_a_members_best_checkpoint_is_its_own_jobs_best_epoch_and_weights(tmp_path):
     """At a rate where the validation loss rises again, the best epoch is an earlier one: each member's
-    best.ckpt holds its own job's best epoch, weights and score; neither stopped early (whole budget)."""
+    best.ckpt holds its own job's best epoch, weights and score; neither stopped early (whole budget). The
+    epochs' validation losses lie at least 0.026 apart here, far beyond what kernels change (above)."""
     settings = (*TINY, "trainer.max_epochs=6", "model.optimizer.lr=0.1", "callbacks.early_stopping.patience=100")
     pack = members(tmp_path, [0, 1], *settings)
     train_pack(pack)
@@ -399,11 +421,11 @@ def test_a_members_best_checkpoint_is_its_own_jobs_best_epoch_and_weights(tmp_pa
         alone = ordinary(tmp_path, member.cfg.seed, *settings)
         best = {d: torch.load(d / "checkpoints" / "best.ckpt", weights_only=True) for d in (member.run_dir, alone)}
         assert best[member.run_dir]["epoch"] == best[alone]["epoch"]
-        assert farthest(best[member.run_dir]["state_dict"], best[alone]["state_dict"]) < 1e-5
+        assert farthest(best[member.run_dir]["state_dict"], best[alone]["state_dict"]) < KERNEL_DRIFT_AT_LR_0_1
         state = {d: next(v for k, v in best[d]["callbacks"].items() if "'monitor': 'val/loss'" in k and "Model" in k)
                  for d in best}
         assert float(state[member.run_dir]["best_model_score"]) == pytest.approx(
-            float(state[alone]["best_model_score"]), abs=1e-5)
+            float(state[alone]["best_model_score"]), abs=1e-4)
         earlier += best[alone]["epoch"] < 5
         own = json.loads((alone / "results.json").read_text())
         assert member.results["stopped_early"] is own["stopped_early"] is False

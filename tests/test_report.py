@@ -5,7 +5,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from seqrev.report import gather, markdown
+from seqrev.report import build, gather, markdown
 
 
 def write(directory: Path, **fields) -> None:
@@ -44,7 +44,7 @@ def test_report_table_means_failures_and_corrupt_files(tmp_path):
     assert "55.00 ± 0.00" in text
     assert "failed_job" in text and "data.timesteps=0 is not allowed" in text
 
-    rows = list(csv.DictReader(open(tmp_path / "report.csv")))
+    rows = [r for r in csv.DictReader(open(tmp_path / "report.csv")) if r["kind"] == "run"]
     assert len(rows) == 7  # six finished jobs and the failed one; the corrupt file is skipped
     assert {"job_dir", "model", "test_acc", "status"} <= rows[0].keys()
 
@@ -69,7 +69,7 @@ def test_report_on_nothing_says_so(tmp_path):
 def test_markdown_lists_wirings_in_the_tutorials_order(tmp_path):
     make_sweep(tmp_path)
     runs, _ = gather([tmp_path])
-    header = next(line for line in markdown(runs, []).splitlines() if line.startswith("| units"))
+    header = next(line for line in markdown(build(runs, [])).splitlines() if line.startswith("| units"))
     assert header.index("return_state") < header.index("both_outputs")
 
 
@@ -99,7 +99,7 @@ def test_runs_of_different_experiments_are_never_pooled(tmp_path):
     run_result(tmp_path / "0", 0.26, **{"data.n_train": 500})
     run_result(tmp_path / "1", 0.41, **{"data.n_train": 2000})
     runs, _ = gather([tmp_path])
-    text = markdown(runs, [])
+    text = markdown(build(runs, []))
     assert "# data.n_train=500" in text and "# data.n_train=2000" in text
     assert "26.00 ± 0.00 (26.00–26.00) n=1" in text and "41.00 ± 0.00 (41.00–41.00) n=1" in text
     assert "33.50" not in text  # the mean of the two would pool two experiments
@@ -113,7 +113,7 @@ def test_two_runs_of_the_same_seed_are_a_conflict_not_an_average(tmp_path):
     run_result(tmp_path / "b", 0.5, seed=0)
     run_result(tmp_path / "c", 0.7, seed=1, model="return_state")
     runs, _ = gather([tmp_path])
-    text = markdown(runs, [])
+    text = markdown(build(runs, []))
     assert "conflict: seed 0 twice" in text and "not averaged" in text
     assert "70.00 ± 0.00 (70.00–70.00) n=1" in text  # the other cell is unaffected
 
@@ -122,7 +122,7 @@ def test_the_tutorials_figures_and_mode_baseline_only_beside_its_protocol(tmp_pa
     run_result(tmp_path / "short", 0.5, **{"trainer.max_epochs": 20})
     run_result(tmp_path / "five", 0.6, timesteps=6, **{"data.n_features": 5, "trainer.max_epochs": 20})
     runs, _ = gather([tmp_path])
-    text = markdown(runs, [])
+    text = markdown(build(runs, []))
     assert "[" not in text.split("## Warnings")[0].replace("[absent]", "")  # no tutorial figure anywhere
     from seqrev.report import mode_baseline
     assert f"| {mode_baseline(5, 6):.2f} |" in text and f"| {mode_baseline(10, 4):.2f} |" in text
@@ -132,14 +132,14 @@ def test_the_tutorials_figures_and_mode_baseline_only_beside_its_protocol(tmp_pa
 def test_padded_tasks_get_no_mode_baseline(tmp_path):
     run_result(tmp_path / "sel", 0.8, timesteps=6, **{"data.task": "select_even", "data.min_timesteps": 4})
     runs, _ = gather([tmp_path])
-    assert "mode baseline" not in markdown(runs, [])
+    assert "mode baseline" not in markdown(build(runs, []))
 
 
 def test_a_fixed_length_group_keeps_its_figures_beside_a_variable_length_one(tmp_path):
     run_result(tmp_path / "fixed", 0.97)
     run_result(tmp_path / "varying", 0.5, timesteps=6, **{"data.min_timesteps": 3})
     runs, _ = gather([tmp_path])
-    text = markdown(runs, [])
+    text = markdown(build(runs, []))
     fixed = text[:text.index("data.min_timesteps=3")]  # the tutorial's protocol comes first
     assert "[97.250]" in fixed and "| 38.35 |" in fixed
     assert "[97.250]" not in text[text.index("data.min_timesteps=3"):]
@@ -160,6 +160,6 @@ def test_a_results_file_with_a_wrong_or_missing_field_is_skipped_with_one_line_a
     assert len(typed) == 1 and "the field 'test_acc' holds \"0.5\", which is not a number" in typed[0]
     short = [line for line in said if "short_job" in line]
     assert len(short) == 1 and "the field 'test_acc' is missing" in short[0]
-    rows = list(csv.DictReader(open(tmp_path / "report.csv")))
+    rows = [r for r in csv.DictReader(open(tmp_path / "report.csv")) if r["kind"] == "run"]
     assert len(rows) == 7 and not any("typed_job" in r["job_dir"] or "short_job" in r["job_dir"] for r in rows)
     assert "97.00 ± 2.00" in (tmp_path / "report.md").read_text()  # the good runs, as before

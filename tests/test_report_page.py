@@ -113,8 +113,9 @@ def chromium() -> str | None:
 @pytest.mark.skipif(chromium() is None, reason="needs Chromium (apt-get install chromium) and Playwright")
 def test_the_tutorial_tables_page_in_a_real_browser(tmp_path, seqrev_train):
     """The 60 jobs of `experiment=tutorial_table` (few epochs, packed): the page opens from disk in headless
-    Chromium with no console error and no request but itself, a row per run, every chart drawn, sorting
-    by a column reorders the rows, and the file is at most 5 MB."""
+    Chromium with no console error and no request but itself, a row per run, every chart drawn (the table
+    with its intervals, the wiring-by-wiring matrix of each cell, the curves, the positions), a row per
+    comparison, sorting by a column reorders the rows, and the file is at most 5 MB."""
     from playwright.sync_api import sync_playwright
 
     sweep = tmp_path / "sweep"
@@ -136,10 +137,15 @@ def test_the_tutorial_tables_page_in_a_real_browser(tmp_path, seqrev_train):
         assert errors == [] and requests == [page_file.as_uri()]
         assert page.locator("table.runs tbody tr").count() == 60
         charts = page.locator("div.chart svg")
-        assert charts.count() == 4
-        for i in range(4):
+        assert charts.count() == 5
+        for i in range(5):
             box = charts.nth(i).bounding_box()
             assert box["width"] > 300 and box["height"] > 200 and charts.nth(i).locator("path").count() > 20
+        assert charts.nth(0).locator("text", has_text="mean with 95% interval").count() >= 1
+        matrix = charts.nth(1)  # 4 cells of 5 wirings: 20 squares each, marked with their verdicts
+        assert "settled" in matrix.inner_text() and matrix.locator("text").count() >= 4 * 20
+        # 10 pairs per cell, each wiring against the mode baseline (5 a cell) and the tutorial's 14 figures
+        assert page.locator("table.comparisons tr").count() == 1 + 4 * (10 + 5) + 14
         table = page.locator("table.runs").first
         column = [h.inner_text() for h in table.locator("tr.heads th").all()].index("test_acc")
         values = lambda: [float(r.locator("td").nth(column).get_attribute("data-v"))  # noqa: E731
