@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import logging
+import sys
 import threading
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from seqrev.errors import storage_problem
 
@@ -40,3 +43,74 @@ def quiet_storage_errors_in_threads() -> None:
 
     hook.seqrev = True
     threading.excepthook = hook
+
+
+SWEEP_CONSOLES = ("jobs", "all")
+"""`sweep_console`: what a sweep's console shows of its jobs. `jobs`: one line per job as it ends (the
+launching process's progress thread prints it, seqrev.progress); `all`: besides, every line each job
+prints, prefixed with its number. A job's train.log holds all its lines either way."""
+
+
+def _is_console(handler: logging.Handler) -> bool:
+    return isinstance(handler, logging.StreamHandler) and getattr(handler, "stream", None) in (
+        sys.stdout, sys.stderr, sys.__stdout__, sys.__stderr__)
+
+
+class Prefixed(logging.Formatter):
+    """Another formatter's lines, each after `prefix`."""
+
+    def __init__(self, inner: logging.Formatter | None, prefix: str) -> None:
+        super().__init__()
+        self.inner, self.prefix = inner or logging.Formatter(), prefix
+
+    def format(self, record: logging.LogRecord) -> str:
+        return self.prefix + self.inner.format(record)
+
+
+@contextmanager
+def sweep_job_console(mode: str, number: object) -> Iterator[None]:
+    """For a sweep's job (or a pack) in its process: its log lines and warnings go to its files only
+    (`jobs`), or to the console too with `[#number] ` before each (`all`). Restored afterwards."""
+    root = logging.getLogger()
+    consoles = [h for h in root.handlers if _is_console(h)]
+    formats = {h: h.formatter for h in consoles}
+    if mode == "all":
+        for handler in consoles:
+            handler.setFormatter(Prefixed(handler.formatter, f"[#{number}] "))
+    else:
+        for handler in consoles:
+            root.removeHandler(handler)
+    logging.captureWarnings(True)  # a job's warnings: into its train.log (and, with `all`, the console)
+    try:
+        yield
+    finally:
+        logging.captureWarnings(False)
+        for handler in consoles:
+            handler.setFormatter(formats[handler])
+            if handler not in root.handlers:
+                root.addHandler(handler)
+
+
+class PerJobListing(logging.Filter):
+    """Drops Hydra launchers' line per job (`\t#12 : model=... seed=0`): the progress thread prints one
+    line per job as it ends instead."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = str(record.msg)
+        return not (message.startswith("\t#") and " : " in message)
+
+
+LAUNCHER_LOGGERS = ("hydra._internal.core_plugins.basic_launcher", "hydra_plugins.hydra_joblib_launcher._core",
+                    "hydra_plugins.hydra_submitit_launcher.submitit_launcher")
+"""The loggers of Hydra's launchers, which list every job of a sweep as they launch it."""
+
+
+def per_job_listing(shown: bool) -> None:
+    """In the launching process of a sweep: whether Hydra's launchers list every job as they launch it (not
+    with sweep_console=jobs, whose progress thread says how each ended)."""
+    for name in LAUNCHER_LOGGERS:
+        logger = logging.getLogger(name)
+        for old in [f for f in logger.filters if isinstance(f, PerJobListing)]:
+            logger.removeFilter(old)
+        if not shown:
+            logger.addFilter(PerJobListing())

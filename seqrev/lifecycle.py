@@ -104,8 +104,11 @@ def _record(sweep_dir: Path | None, run_dir: Path, status: str, reason: str = ""
         return
     try:
         record_outcome(sweep_dir, run_dir, status, reason)
-    except OSError as error:  # the sweep's folder cannot be written either: the console has said it
-        log.error(f"could not record that {run_dir.name} did not train: {describe_error(error, sweep_dir)}")
+    except OSError as error:  # the sweep's folder cannot be written either: said on the console, whatever it shows
+        import sys
+
+        print(f"job {status}: {reason} ({run_dir.name}); the sweep's folder could not record it either "
+              f"({describe_error(error, sweep_dir)})", file=sys.stderr)
 
 
 def read_job_overrides(job_file: Path) -> list[str]:
@@ -118,6 +121,17 @@ def read_job_overrides(job_file: Path) -> list[str]:
         raise RunDirError(f"{job_file} is not a job record seqrev wrote (its field 'overrides' is not a list of "
                           "strings); use another hydra.sweep.dir, or delete that folder.")
     return overrides
+
+
+def folders_by_job(sweep_dir: Path) -> dict[tuple[str, ...], Path]:
+    """Each job folder of the sweep, by the overrides its job.json records."""
+    found = {}
+    for job_file in sweep_dir.glob(f"*/{JOB_FILE}"):
+        try:
+            found[tuple(read_job_overrides(job_file))] = job_file.parent
+        except RunDirError as error:  # said once here; the job itself refuses the folder
+            log.warning(str(error))
+    return found
 
 
 def clear_run(run_dir: Path) -> None:

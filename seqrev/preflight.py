@@ -146,6 +146,7 @@ def check_keys(args: list[str], config_dir: Path) -> None:
     else:
         check_new_keys(job, cfg, config_dir)
         check_targets(cfg)
+        check_sweep_console(cfg)
         return
     groups = [o for o in job if _is_group(o.split("=", 1)[0].lstrip("+~"), config_dir)
               or o.lstrip("+~").startswith(("hydra.", "hydra/"))]  # they shape the keys
@@ -163,6 +164,14 @@ def check_keys(args: list[str], config_dir: Path) -> None:
         if OmegaConf.select(base, key, default=_ABSENT) is _ABSENT:
             raise ConfigError(unknown_key_sentence(base, key, choices.get(key.split(".")[0])))
     raise ConfigError(first_line)
+
+
+def check_sweep_console(cfg: DictConfig) -> None:
+    from seqrev.console import SWEEP_CONSOLES
+
+    mode = cfg.get("sweep_console")
+    if mode not in SWEEP_CONSOLES:
+        raise ConfigError(f"sweep_console={mode!r} is not allowed: choose one of {', '.join(SWEEP_CONSOLES)}.")
 
 
 FREE_FORM = "tags"
@@ -332,7 +341,7 @@ def check_launcher(args: list[str], config_dir: Path) -> None:
                                    or n_jobs < -1):
             raise ConfigError(f"hydra.launcher.n_jobs={n_jobs!r} is not allowed: give a whole number of processes, at "
                               "least 1, or -1 (or null) for one per core.")
-    elif target.endswith("SlurmLauncher"):
+    elif "SlurmLauncher" in target:
         for key, least in WHOLE_NUMBERS.items():
             value = settings.get(key)
             if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < least):

@@ -1,10 +1,11 @@
 """A sweep's progress line, printed by the process that launched it, whichever launcher runs the jobs.
 
 A Hydra callback (conf/hydra/default.yaml): when a sweep starts, a thread reads the job folders every
-second, as they are on disk (`results.json`, the folder's lock), so jobs on other nodes (Slurm) count
-alike and no training step does any work for it. A line when a job ends and at least every 30 s: on a
-terminal one line updated in place, in a log or a pipe plain lines. At the end, the sweep's report is
-written and a summary line says where.
+second, as they are on disk (`results.json`, the folder's lock, what jobs that did not train recorded),
+so jobs on other nodes (Slurm) count alike and no training step does any work for it. A line for each
+job as it ends (how it ended, and how many have), and the progress line at least every 30 s: on a
+terminal updated in place, in a log or a pipe plain lines. At the end, the sweep's report is written
+and a summary line says where.
 """
 
 from __future__ import annotations
@@ -58,6 +59,7 @@ class Tally:
     running: int = 0
     durations: list[float] = field(default_factory=list)  # of the jobs that ended in this sweep
     not_run: dict[str, str] = field(default_factory=dict)  # refused or busy job -> "refused: why"
+    endings: dict[str, str] = field(default_factory=dict)  # each job that ended -> how (job_line)
     unreadable: dict[str, str] = field(default_factory=dict)  # results.json that are not results -> why
 
     @property
@@ -79,6 +81,8 @@ def read_folders(sweep_dir: Path, started: float, first_seen: dict[str, float]) 
         setattr(tally, status, getattr(tally, status) + 1)
         if status in ("refused", "busy"):
             tally.not_run[outcome["job"]] = f"{status}: {outcome['reason']}"
+        tally.endings[outcome["job"]] = "skipped (finished)" if status == "skipped" else (
+            f"{status}: {outcome['reason']}")
     for folder in (p for p in sweep_dir.iterdir() if p.is_dir() and not p.name.startswith(".")):
         if folder.name in outcomes:
             continue
@@ -93,12 +97,22 @@ def read_folders(sweep_dir: Path, started: float, first_seen: dict[str, float]) 
         if status in ("ok", "failed"):
             tally.done += status == "ok"
             tally.failed += status == "failed"
+            tally.endings[folder.name] = job_ending(results)
             seen = first_seen.get(folder.name)  # a job too short to be seen running: its own fit time
             tally.durations.append(ended_at - seen if seen is not None else float(results.get("fit_seconds") or 0))
         elif (folder / LOCK_FILE).exists():
             tally.running += 1
             first_seen.setdefault(folder.name, now)
     return tally
+
+
+def job_ending(results: dict[str, Any]) -> str:
+    """How a job that trained ended, in a few words: its scores, epochs and time, or why it failed."""
+    if results.get("status") != "ok":
+        return f"failed: {results.get('error', 'no error recorded')}"
+    return (f"done, test acc {100 * results['test_acc']:.2f}%, seq acc {100 * results['test_seq_acc']:.2f}%, "
+            f"{results['epochs_run']} epochs" + (f", {results['fit_seconds']:.1f} s" if results.get("fit_seconds")
+                                                 is not None else ""))
 
 
 def clock(seconds: float) -> str:
@@ -122,6 +136,11 @@ def progress_line(tally: Tally, total: int | None, elapsed: float, workers: int,
         per_job = sum(tally.durations) / len(tally.durations)  # the finished jobs' own times
         line += f", about {clock(per_job * (total - tally.ended) / max(1, workers))} left"
     return line
+
+
+def _number(name: str) -> tuple[int, str]:
+    number = name.partition("_")[0]
+    return (int(number) if number.isdigit() else -1, name)
 
 
 class JobsNotRun(RunDirError):
@@ -149,6 +168,10 @@ class SweepProgress(Callback):
         self.__init__(**state)
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        from seqrev.console import per_job_listing
+
+        per_job_listing(OmegaConf.select(config, "sweep_console", default="jobs") == "all")
+        self.announced: set[str] = set()
         self.sweep_dir = Path(str(config.hydra.sweep.dir)).absolute()
         self.total, self.started, self.first_seen = sweep_size(config), time.time(), {}
         self.out = self.stream or sys.stdout
@@ -161,7 +184,11 @@ class SweepProgress(Callback):
             return
         self.stop.set()
         self.thread.join()
+        from seqrev.console import per_job_listing
+
+        per_job_listing(True)
         tally = read_folders(self.sweep_dir, self.started, self.first_seen)
+        self._announce(tally, self._planned()[0])
         written = self._report()
         self._say(f"sweep finished in {clock(time.time() - self.started)}: {counts(tally)}; "
                   + (f"report: {written}" if written else f"no results to report in {self.sweep_dir}"), final=True)
@@ -180,7 +207,7 @@ class SweepProgress(Callback):
         return planned if planned is not None else (self.total, "")
 
     def _watch(self) -> None:
-        said, last_said, workers, warned = None, 0.0, 1, set()
+        last_said, workers, warned = 0.0, 1, set()
         while not self.stop.wait(1.0):
             if not self.sweep_dir.is_dir():
                 continue
@@ -190,11 +217,23 @@ class SweepProgress(Callback):
                     warned.add(path)
                     self._say(f"sweep: not counted, not read as results: {why}", final=True)
             workers = max(workers, tally.running)
-            ended = (tally.ended, tally.failed)
-            if ended != said or time.time() - last_said >= (1.0 if self.in_place else self.every_seconds):
-                total, note = self._planned()
+            total, note = self._planned()
+            if self._announce(tally, total):  # a job's line when it ends says how far the sweep has got
+                last_said = time.time()
+            if time.time() - last_said >= (1.0 if self.in_place else self.every_seconds):
                 self._say(progress_line(tally, total, time.time() - self.started, workers, note))
-                said, last_said = ended, time.time()
+                last_said = time.time()
+
+    def _announce(self, tally: Tally, total: int | None) -> bool:
+        """A line for each job that ended since the last look: its name, how it ended, and how many of the
+        sweep's jobs have ended; whether there was any."""
+        new = [(name, ending) for name, ending in sorted(tally.endings.items(), key=lambda item: _number(item[0]))
+               if name not in self.announced]
+        for name, ending in new:
+            self.announced.add(name)
+            self._say(f"job {name}: {ending} ({len(self.announced)}{f'/{total}' if total else ''} ended)",
+                      final=True)
+        return bool(new)
 
     def _say(self, line: str, final: bool = False) -> None:
         try:

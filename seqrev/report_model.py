@@ -306,7 +306,7 @@ def score_cell(wiring: Wiring | None, key: str, percent: bool, first: bool) -> s
 def how_sure(report: Report) -> str:
     """The sentence that says what the comparisons' intervals promise, together."""
     looks = f" and its {report.looks} looks" if report.looks > 1 else ""
-    return (f"Each interval is at {100 * report.confidence:.3g}% (Bonferroni over the report's {report.family} "
+    return (f"Each interval is at {100 * report.confidence:.5g}% (Bonferroni over the report's {report.family} "
             f"comparisons{looks}), so all of them hold together at {100 * (1 - ALPHA):.0f}%: settled, the interval "
             f"excludes 0; equivalent, it lies within ±{report.delta:g} points; not settled, neither, with the seeds "
             "per wiring that would settle it if the means and spreads stayed as seen.")

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -117,7 +118,8 @@ def fit(trainer, model, datamodule, about: RunIdentity, run_dir: Path, resume_fr
              max_steps=trainer.max_steps)
     started = time.perf_counter()
     try:
-        trainer.fit(model, datamodule=datamodule, ckpt_path=str(resume_from) if resume_from else None)
+        with own_checkpoints_expected(resume_from):
+            trainer.fit(model, datamodule=datamodule, ckpt_path=str(resume_from) if resume_from else None)
     except SystemExit:
         if trainer.interrupted:  # Lightning turns Ctrl-C into SystemExit after its graceful shutdown
             record_interrupt(run_dir, about, trainer.current_epoch)
@@ -127,6 +129,21 @@ def fit(trainer, model, datamodule, about: RunIdentity, run_dir: Path, resume_fr
     if trainer.interrupted:
         raise RuntimeError("training stopped before it finished")
     return time.perf_counter() - started
+
+
+@contextmanager
+def own_checkpoints_expected(resume_from: Path | None) -> Iterator[None]:
+    """While a run continues from its own last checkpoint: no warning from Lightning that the folder it wrote
+    that checkpoint in "exists and is not empty" (it is meant to). Every other warning still shows."""
+    import os
+    import re
+    import warnings
+
+    with warnings.catch_warnings():
+        if resume_from is not None:  # Lightning names the folder by its real path
+            folder = re.escape(os.path.realpath(resume_from.parent))
+            warnings.filterwarnings("ignore", message=f"Checkpoint directory {folder} exists and is not empty")
+        yield
 
 
 def announce(say: Callable[[str], None], about: RunIdentity, model, max_epochs: int, stopper,

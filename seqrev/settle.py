@@ -218,24 +218,11 @@ def refuse_other_jobs(sweeper: Any, sweep_dir: Path, jobs: list[list[str]]) -> N
         check_job_folders(sweep_dir, jobs, folder_name)
 
 
-def folders_by_job(sweep_dir: Path) -> dict[tuple[str, ...], Path]:
-    """Each job folder of the sweep, by the overrides its job.json records."""
-    from seqrev.errors import RunDirError
-    from seqrev.lifecycle import JOB_FILE, read_job_overrides
-
-    found = {}
-    for job_file in sweep_dir.glob(f"*/{JOB_FILE}"):
-        try:
-            found[tuple(read_job_overrides(job_file))] = job_file.parent
-        except RunDirError as error:  # said once here; the job itself refuses the folder
-            log.warning(f"settle: {error}")
-    return found
-
-
 def read_scores(sweep_dir: Path, seeds: dict[tuple[CellKey, str], list[int]], rounds: int,
                 delta: float) -> tuple[dict[CellKey, dict[str, list[float]]], float]:
     """The finished jobs' test token accuracies (points) by cell and wiring, and the confidence level of the
     sweep's report over `rounds` looks (its comparisons counted as seqrev.report counts them)."""
+    from seqrev.lifecycle import folders_by_job
     from seqrev.report_model import build
     from seqrev.results import FILENAME, read_results
 

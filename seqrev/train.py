@@ -97,6 +97,7 @@ def register_plugins() -> None:
     Plugins.instance().register(SettleSweeper)
     if packed_slurm_launcher.SlurmLauncher is not None:  # hydra/launcher=packed_slurm, with the sweep extra
         Plugins.instance().register(packed_slurm_launcher.PackedSlurmLauncher)
+        Plugins.instance().register(packed_slurm_launcher.SlurmLauncherSkippingFinished)
 
 
 def named_run_folder(argv: list[str]) -> Path | None:
@@ -138,7 +139,7 @@ def job(cfg: DictConfig, in_process: bool = False) -> RunResults | None:
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
-    from seqrev.console import quiet_storage_errors_in_threads
+    from seqrev.console import quiet_storage_errors_in_threads, sweep_job_console
     from seqrev.lifecycle import claim, record_failure, say_failed
 
     logging.raiseExceptions = False  # a full disk must not turn every later log line into a traceback
@@ -148,6 +149,8 @@ def job(cfg: DictConfig, in_process: bool = False) -> RunResults | None:
     model_name = hydra_cfg.runtime.choices.get("model")
     run_dir = Path(cfg.paths.output_dir)
     with ExitStack() as held:
+        if sweep:  # its lines go to its train.log; the sweep's console says how it ended (seqrev.progress)
+            held.enter_context(sweep_job_console(str(cfg.get("sweep_console", "jobs")), hydra_cfg.job.num))
         claimed = claim(held, run_dir, list(hydra_cfg.overrides.task) if sweep else None,
                         Path(hydra_cfg.sweep.dir) if sweep else None)
         if not claimed.trains:

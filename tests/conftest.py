@@ -108,3 +108,49 @@ def start_paused(line: list[str], marker: Path, **popen) -> subprocess.Popen:
 @pytest.fixture(params=MODELS)
 def model_name(request) -> str:
     return request.param
+
+
+def started_a_second_earlier(folder: Path) -> None:
+    """Rename a run's TensorBoard event files as if that run had started a second earlier. TensorBoard reads
+    a folder's event files in name order, and a name starts with the second its run began: a run resumed in
+    this same process a moment later (where a user's resumed run is a later process) then sorts after it,
+    with no sleep to wait for the clock."""
+    for path in folder.rglob("events.out.tfevents.*"):
+        prefix, stamp, rest = path.name.split(".", 3)[:3], path.name.split(".")[3], path.name.split(".", 4)[4]
+        path.rename(path.with_name(".".join(prefix) + f".{int(stamp) - 1:010d}.{rest}"))
+
+
+@pytest.fixture(scope="session")
+def shared_runs(tmp_path_factory, worker_id):
+    """Reference runs and sweeps trained once per test session for every pytest-xdist worker (xdist's
+    documented pattern: a folder all workers share and a file lock). `shared_runs(name, make)` calls
+    `make(folder)` the first time `name` is asked for and gives the folder; a test that changes what it
+    finds there works on a copy (`copy_of`)."""
+    from filelock import FileLock
+
+    root = tmp_path_factory.getbasetemp()
+    root = root.parent if worker_id != "master" else root
+    shared = root / "shared_runs"
+    shared.mkdir(exist_ok=True)
+
+    def get(name: str, make) -> Path:
+        folder, done = shared / name, shared / f"{name}.done"
+        with FileLock(str(shared / f"{name}.lock")):
+            if not done.exists():
+                import shutil
+
+                shutil.rmtree(folder, ignore_errors=True)
+                make(folder)
+                done.touch()
+        return folder
+
+    return get
+
+
+def copy_of(folder: Path, destination: Path) -> Path:
+    """A copy of a shared run or sweep, for a test that changes it (paths inside its files keep naming the
+    original: what a test changes is what it reads, not what they name)."""
+    import shutil
+
+    shutil.copytree(folder, destination, ignore=shutil.ignore_patterns(".seqrev.lock"))
+    return destination

@@ -1,7 +1,6 @@
 import json
 import signal
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
@@ -9,7 +8,16 @@ import torch
 
 from seqrev.run import train
 
-from conftest import PAUSE_TARGET, PROBES, TINY, compose_config, pause_at, run_cli, start_paused
+from conftest import (
+    PAUSE_TARGET,
+    PROBES,
+    TINY,
+    compose_config,
+    pause_at,
+    run_cli,
+    start_paused,
+    started_a_second_earlier,
+)
 
 METRICS = ("train_acc", "val_acc", "val_loss", "test_acc", "test_seq_acc", "test_loss", "test_acc_per_position",
            "epochs_run", "stopped_early")
@@ -308,7 +316,7 @@ def test_a_run_resumed_from_before_its_last_logged_epoch_shows_each_epoch_once_i
     train(compose_config(*line, output_dir=run))
     (kept / "epoch=1.ckpt").replace(run / "checkpoints" / "last.ckpt")  # the killed run's: two epochs, not three
     (run / "results.json").unlink()
-    time.sleep(1.1)  # a resumed run starts in a later second, so its event file sorts after the first run's
+    started_a_second_earlier(run)  # as a killed run started before its resumed one: its events sort first
     train(compose_config(*line, f"resume={run}", output_dir=run))
     events = EventAccumulator(str(run))
     events.Reload()

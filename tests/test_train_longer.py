@@ -3,7 +3,6 @@ tracker run, to the numbers of a run that was given N epochs from the start; a r
 refused in one sentence that says what to type instead. Pack members' folders too (a pack of one)."""
 
 import json
-import time
 from pathlib import Path
 
 import pytest
@@ -13,7 +12,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from seqrev.errors import RunDirError
 from seqrev.rundir import rewrite_argv_for_resume
 
-from conftest import SCORES, SMALL, TINY
+from conftest import SCORES, SMALL, TINY, started_a_second_earlier
 
 
 def finished_folder(folder: Path, overrides: list[str], **results) -> Path:
@@ -122,11 +121,11 @@ def test_a_members_folder_resumed_from_before_its_last_logged_epoch_shows_each_e
     assert seqrev_train(*line, "trainer.max_epochs=2", f"hydra.sweep.dir={sweep}").returncode == 0
     member = next(sweep.glob("0_*"))
     two_epochs = (member / "checkpoints" / "last.ckpt").read_bytes()
-    time.sleep(1.1)
+    started_a_second_earlier(member)
     assert seqrev_train(f"resume={member}", "trainer.max_epochs=3").returncode == 0
     (member / "checkpoints" / "last.ckpt").write_bytes(two_epochs)  # killed before epoch 3's checkpoint landed
     (member / "results.json").unlink()
-    time.sleep(1.1)  # a resumed run starts in a later second, so its event file sorts after the earlier ones
+    started_a_second_earlier(member)  # both earlier starts: the resumed run's event file sorts after theirs
     again = seqrev_train(f"resume={member}", "trainer.max_epochs=3")
     assert again.returncode == 0, again.stderr[-2000:]
     assert scalars(member, "val/loss") == [0, 1, 2] and len(scalars(member, "test/acc")) == 1

@@ -1,4 +1,5 @@
-"""Hydra's plugin entry for `hydra/launcher=packed_slurm`: submitit's Slurm launcher, each pack one Slurm job.
+"""Hydra's plugin entries for `hydra/launcher=packed_slurm` (submitit's Slurm launcher, each pack one Slurm
+job) and `hydra/launcher=slurm` (each job one Slurm job): neither submits a job that finished before.
 
 The work is seqrev's (seqrev.packs.launcher); this module stays light, because Hydra imports every plugin
 module whenever it starts. Without Hydra's submitit plugin (the `sweep` extra) there is no such launcher.
@@ -32,3 +33,13 @@ if SlurmLauncher is not None:
             from seqrev.packs.launcher import submit_to_slurm
 
             return submit_to_slurm(self, job_overrides, initial_job_idx)
+
+
+    class SlurmLauncherSkippingFinished(PackedSlurmLauncher):
+        """hydra/launcher=slurm: Hydra's submitit Slurm launcher, each job an element of one Slurm job array,
+        but a job whose folder says it finished is read in the launching process and never submitted."""
+
+        def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
+            from seqrev.packs.launcher import submit_to_slurm
+
+            return submit_to_slurm(self, job_overrides, initial_job_idx, packing=False)

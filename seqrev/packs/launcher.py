@@ -70,15 +70,18 @@ def task_config(sweep_config: DictConfig) -> DictConfig:
     return task_cfg
 
 
-def plan(hydra_context: HydraContext, config: DictConfig, job_overrides: Sequence[Sequence[str]],
-         initial_job_idx: int, n_jobs: int) -> list[Unit]:
-    """The sweep's jobs as units of work: packs of jobs that differ only in their seeds, ordinary jobs for
-    the rest (each said in one line), big packs split so that every process has work."""
+def plan(hydra_context: HydraContext, config: DictConfig, numbered: Sequence[tuple[int, list[str]]], n_jobs: int,
+         packing: bool = True) -> list[Unit]:
+    """The sweep's jobs (number, overrides) as units of work: packs of jobs that differ only in their seeds,
+    ordinary jobs for the rest (each said in one line), big packs split so that every process has work.
+    Without `packing`, every job is a unit of its own."""
     from seqrev.engines import Job, choose
 
+    if not packing:
+        return [Unit([(idx, list(overrides))], packed=False, names=[f"#{idx}"]) for idx, overrides in numbered]
     cells: dict[tuple[str, ...], list[tuple[int, list[str]]]] = {}
-    for offset, overrides in enumerate(job_overrides):
-        cells.setdefault(cell_of(overrides), []).append((initial_job_idx + offset, list(overrides)))
+    for idx, overrides in numbered:
+        cells.setdefault(cell_of(overrides), []).append((idx, list(overrides)))
     units: list[Unit] = []
     for jobs in cells.values():
         names = [f"#{idx} ({' '.join(overrides)})" for idx, overrides in jobs]
@@ -151,7 +154,7 @@ def launch(hydra_context: HydraContext, task_function: Any, config: DictConfig,
            job_overrides: Sequence[Sequence[str]], initial_job_idx: int, n_jobs: int | None) -> list[JobReturn]:
     """Run a sweep's jobs; their returns in the sweep's order."""
     n_jobs = default_jobs() if n_jobs in (None, -1, 0) else int(n_jobs)
-    units = start(hydra_context, config, job_overrides, initial_job_idx, n_jobs)
+    units = start(hydra_context, config, numbered(job_overrides, initial_job_idx), n_jobs)
     say_plan(units, len(job_overrides), f"on {min(n_jobs, len(units))} processes")
     state = Singleton.get_state()
     work = [(hydra_context, config, unit, task_function, state) for unit in units]
@@ -164,13 +167,17 @@ def launch(hydra_context: HydraContext, task_function: Any, config: DictConfig,
     return in_sweep_order(returns, initial_job_idx, len(job_overrides))
 
 
-def start(hydra_context: HydraContext, config: DictConfig, job_overrides: Sequence[Sequence[str]],
-          initial_job_idx: int, n_jobs: int) -> list[Unit]:
+def numbered(job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> list[tuple[int, list[str]]]:
+    return [(initial_job_idx + offset, list(overrides)) for offset, overrides in enumerate(job_overrides)]
+
+
+def start(hydra_context: HydraContext, config: DictConfig, jobs: Sequence[tuple[int, list[str]]], n_jobs: int,
+          packing: bool = True) -> list[Unit]:
     """What every Hydra launcher does first (its globals, logging and the sweep's folder), then the plan."""
     setup_globals()
     configure_log(config.hydra.hydra_logging, config.hydra.verbose)
     Path(str(config.hydra.sweep.dir)).mkdir(parents=True, exist_ok=True)
-    return plan(hydra_context, config, job_overrides, initial_job_idx, n_jobs)
+    return plan(hydra_context, config, jobs, n_jobs, packing)
 
 
 def in_sweep_order(returns: Iterable[list[tuple[int, JobReturn]]], initial_job_idx: int, n: int) -> list[JobReturn]:
@@ -186,22 +193,57 @@ def say_plan(units: list[Unit], n_jobs: int, where: str) -> None:
              f"jobs, {where}")
 
 
-def submit_to_slurm(launcher: Any, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> list[JobReturn]:
-    """hydra/launcher=packed_slurm: the sweep's units as one Slurm job array through submitit, each pack and
-    each other job an element of it, with the settings of hydra/launcher=slurm (`launcher.params`, mapped
-    to submitit's as Hydra's submitit launcher maps them); the jobs' returns in the sweep's order."""
+def submit_to_slurm(launcher: Any, job_overrides: Sequence[Sequence[str]], initial_job_idx: int,
+                    packing: bool = True) -> list[JobReturn]:
+    """hydra/launcher=packed_slurm (and, without `packing`, hydra/launcher=slurm): the sweep's jobs that did not
+    finish before, as one Slurm job array through submitit, each pack and each other job an element of it,
+    with the settings of hydra/launcher=slurm (`launcher.params`, mapped to submitit's as Hydra's submitit
+    launcher maps them); the jobs' returns in the sweep's order. Finished jobs are read here, in the
+    launching process, and never submitted: a re-run of a finished sweep asks the cluster for nothing."""
     import submitit
     from hydra_plugins.hydra_submitit_launcher.config import BaseQueueConf
 
-    units = start(launcher.hydra_context, launcher.config, job_overrides, initial_job_idx, n_jobs=1)  # packs whole
-    say_plan(units, len(job_overrides), f"as {len(units)} Slurm jobs")
+    jobs = numbered(job_overrides, initial_job_idx)
+    finished = finished_before(launcher.config, jobs)
+    units = start(launcher.hydra_context, launcher.config, [job for job in jobs if job[0] not in finished], n_jobs=1,
+                  packing=packing)  # packs whole
+    if not units:
+        log.info(f"slurm: all {len(jobs)} jobs finished before: nothing to submit")
+        return in_sweep_order([list(finished.items())], initial_job_idx, len(jobs))
+    skipped = f" ({len(finished)} finished before, not submitted)" if finished else ""
+    say_plan(units, len(jobs) - len(finished), f"as {len(units)} Slurm jobs{skipped}")
     params = dict(launcher.params)
     executor = submitit.AutoExecutor(cluster="slurm", folder=params.pop("submitit_folder"),
                                      slurm_max_num_timeout=params.pop("max_num_timeout", 0))
     queue_keys = set(OmegaConf.structured(BaseQueueConf).keys())
     executor.update_parameters(**{key if key in queue_keys else f"slurm_{key}": value for key, value in params.items()})
-    jobs = executor.map_array(launcher, units, [Singleton.get_state()] * len(units))
-    return in_sweep_order((job.results()[0] for job in jobs), initial_job_idx, len(job_overrides))
+    submitted = executor.map_array(launcher, units, [Singleton.get_state()] * len(units))
+    returns = [job.results()[0] for job in submitted] + [list(finished.items())]
+    return in_sweep_order(returns, initial_job_idx, len(jobs))
+
+
+def finished_before(config: DictConfig, jobs: Sequence[tuple[int, list[str]]]) -> dict[int, JobReturn]:
+    """The jobs whose folders say they finished (results ok, for these very overrides), each with the return
+    its job would give the sweeper, read from its results.json; each recorded as skipped for the progress
+    line (seqrev.sweepfolder)."""
+    from seqrev.lifecycle import folders_by_job, metric
+    from seqrev.results import FILENAME, read_results
+    from seqrev.rundir import run_status
+    from seqrev.sweepfolder import record_outcome
+
+    sweep_dir = Path(str(config.hydra.sweep.dir))
+    folders = folders_by_job(sweep_dir) if sweep_dir.is_dir() else {}
+    finished = {}
+    for idx, overrides in jobs:
+        folder = folders.get(tuple(overrides))
+        if folder is None or not folder.name.startswith(f"{idx}_") or run_status(folder) != "ok":
+            continue
+        results = read_results(folder / FILENAME)
+        ret = JobReturn(overrides=list(overrides), status=JobStatus.COMPLETED, _return_value=metric(config, results),
+                        task_name=str(config.hydra.job.name), working_dir=str(folder))
+        record_outcome(sweep_dir, folder, "skipped")  # the progress line says so
+        finished[idx] = ret
+    return finished
 
 
 def run_unit(hydra_context: HydraContext, config: DictConfig, unit: Unit, task_function: Any,
@@ -236,14 +278,24 @@ def run_pack(hydra_context: HydraContext, config: DictConfig, unit: Unit,
              task_function: Any) -> list[tuple[int, JobReturn]]:
     """A pack's jobs, each through the job's lifecycle as an ordinary job (its folder, lock, continuation);
     the members still to train trained together (by how far they got: a killed pack's members resume from
-    their checkpoints)."""
+    their checkpoints). The pack's lines go to its members' train.log files (and, with sweep_console=all, to
+    the console too)."""
+    from seqrev.console import sweep_job_console
+
+    configure_log(_console_only(config.hydra.job_logging), config.hydra.verbose)
+    mode = str(OmegaConf.select(config, "sweep_console", default="jobs"))
+    with sweep_job_console(mode, f"{unit.jobs[0][0]}-{unit.jobs[-1][0]}"):
+        return _run_pack(hydra_context, config, unit, task_function)
+
+
+def _run_pack(hydra_context: HydraContext, config: DictConfig, unit: Unit,
+              task_function: Any) -> list[tuple[int, JobReturn]]:
     from seqrev.engines import Job, choose
     from seqrev.lifecycle import claim, metric
     from seqrev.packs.recipe import Member, train_pack
     from seqrev.results import describe
     from seqrev.rundir import PACK_STATE, last_checkpoint, load_checkpoint
 
-    configure_log(_console_only(config.hydra.job_logging), config.hydra.verbose)
     returns: dict[int, JobReturn] = {}
     members: dict[int, Member] = {}
     ordinary: list[tuple[int, list[str]]] = []

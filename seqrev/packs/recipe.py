@@ -190,7 +190,13 @@ class PackRun:
         self.active = [self.active[k] for k in keep]
 
     def _say(self, message: str) -> None:
-        log.info(f"pack of {len(self.members)} ({self.members[0].about['model']}): {message}")
+        """A line about the pack: in each member's train.log, and the process's log (its console in a sweep
+        with sweep_console=all)."""
+        line = f"pack of {len(self.members)} ({self.members[0].about['model']}): {message}"
+        log.info(line)
+        for member in self.members:
+            if member.log_file is not None:
+                member.say(line)
 
     def cleanup(self, error: BaseException | None = None) -> None:
         """Members still training when the pack stopped are failed or interrupted (their checkpoints written
