@@ -41,14 +41,37 @@ def run_cli(*args: str, timeout: float = 300, env: dict | None = None) -> subpro
                           text=True, timeout=timeout, env=environment)
 
 
-@pytest.fixture
-def seqrev_train(monkeypatch, capsys):
-    """`python -m seqrev.train ARGS` run in this process (its command-line policy, Hydra's run or sweep,
-    the job): what it printed and its exit status, as `run_cli` gives them, without a process's start-up.
-    For what only a process shows (signals, a real exit, tracebacks printed by Python), use run_cli."""
+def train_in_process(*args: str) -> int:
+    """`python -m seqrev.train ARGS` in this process (its command-line policy, Hydra's run or sweep, the
+    job); its exit status. The logging handlers and Hydra's state are as they were afterwards."""
     import logging
 
+    from hydra.core.hydra_config import HydraConfig
+
     from seqrev.train import cli
+
+    root = logging.getLogger()
+    handlers, saved_argv = list(root.handlers), sys.argv
+    sys.argv = ["seqrev.train", *args]
+    try:
+        cli()
+        return 0
+    except SystemExit as exit:
+        return exit.code if isinstance(exit.code, int) else 1
+    finally:
+        sys.argv = saved_argv
+        for handler in set(root.handlers) - set(handlers):  # Hydra's log file for the run, closed
+            root.removeHandler(handler)
+            handler.close()
+        root.handlers[:] = handlers
+        HydraConfig.instance().cfg = None
+
+
+@pytest.fixture
+def seqrev_train(monkeypatch, capsys):
+    """`python -m seqrev.train ARGS` run in this process: what it printed and its exit status, as `run_cli`
+    gives them, without a process's start-up. For what only a process shows (signals, a real exit,
+    tracebacks printed by Python), use run_cli."""
 
     def run(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
         for name in ("HYDRA_FULL_ERROR", "SEQREV_TRACEBACKS"):
@@ -57,22 +80,8 @@ def seqrev_train(monkeypatch, capsys):
         for name, value in (env or {}).items():
             if name != "PYTHONPATH":  # tests/ (probes) is on this process's path already
                 monkeypatch.setenv(name, value)
-        monkeypatch.setattr(sys, "argv", ["seqrev.train", *args])
-        root = logging.getLogger()
-        handlers = list(root.handlers)
         capsys.readouterr()
-        status = 0
-        try:
-            cli()
-        except SystemExit as exit:
-            status = exit.code if isinstance(exit.code, int) else 1
-        finally:
-            for handler in set(root.handlers) - set(handlers):  # Hydra's log file for the run, closed
-                root.removeHandler(handler)
-                handler.close()
-            root.handlers[:] = handlers
-            from hydra.core.hydra_config import HydraConfig
-            HydraConfig.instance().cfg = None
+        status = train_in_process(*args)
         out, err = capsys.readouterr()
         return subprocess.CompletedProcess(["seqrev.train", *args], status, out, err)
 

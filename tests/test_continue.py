@@ -3,6 +3,7 @@
 import hashlib
 import json
 import os
+import re
 import signal
 from pathlib import Path
 
@@ -143,7 +144,8 @@ def test_a_job_killed_after_a_checkpoint_is_resumed_from_it_not_started_again(tm
     (killed / "results.json").unlink()
     again = seqrev_train(*line)
     assert again.returncode == 0, again.stderr[-3000:]
-    assert again.stdout.count("skipped (finished)") == 1 and f"resuming from epoch 2: {killed}" in again.stdout
+    assert again.stdout.count("skipped (finished)") == 1 and f"resuming from epoch 2: {killed}" in (
+        killed / "train.log").read_text()
     resumed = json.loads((killed / "results.json").read_text())
     assert resumed["resumed"] is True and resumed["epochs_run"] == 2
     for key in SCORES:
@@ -163,7 +165,9 @@ def test_a_job_whose_folder_cannot_be_written_fails_alone_and_the_sweep_goes_on(
     done = seqrev_train("-m", "model=return_state,both_outputs", *SMALL, "trainer.max_epochs=1",
                         f"hydra.sweep.dir={sweep}")
     assert done.returncode == 0, done.stderr[-3000:]
-    assert done.stdout.count("job failed: could not write") == 2 and "job.json: no space left" in done.stdout
+    failed = [line for line in done.stdout.splitlines() if re.match(r"job \S+: failed: could not write", line)]
+    assert len(failed) == 2 and all("job.json: no space left" in line for line in failed), done.stdout
+    assert "0 done, 2 failed, 0 skipped" in done.stdout
 
 
 @pytest.mark.parametrize(("status", "action"), [(None, "resume"), ("interrupted", "resume"), ("failed", "run"),
@@ -220,3 +224,30 @@ def test_a_results_file_that_is_not_results_is_said_and_its_job_counts_as_unfini
     tally = read_folders(tmp_path, started, {})
     assert (tally.done, tally.failed) == (0, 0)
     assert "the field 'timesteps' is missing" in tally.unreadable[str(job / "results.json")]
+
+
+def test_the_value_a_sweeper_reads_and_the_message_a_failed_job_records(tmp_path):
+    """A job that left no results (refused, busy) gives the sweeper NaN, never a number it would rank; a
+    failed job's results.json says in one sentence what went wrong (and, for the unexpected, where)."""
+    import math
+
+    from seqrev.errors import ConfigError
+    from seqrev.lifecycle import metric, record_failure
+
+    from conftest import compose_config
+
+    cfg = compose_config("optimized_metric=test_acc", output_dir=tmp_path / "job")
+    assert math.isnan(metric(cfg, None)) and math.isnan(metric(cfg, {"status": "failed"}))
+    assert math.isnan(metric(cfg, {"test_acc": "0.9"})) and metric(cfg, {"test_acc": 0.9, "val_acc": 0.1}) == 0.9
+    (tmp_path / "job").mkdir()
+    said = record_failure(cfg, ConfigError("data.timesteps=0 is not allowed: give 1 or more."), "both_outputs")
+    failed = json.loads((tmp_path / "job" / "results.json").read_text())
+    assert said == failed["error"] == "data.timesteps=0 is not allowed: give 1 or more."
+    assert failed["status"] == "failed" and failed["error_type"] == "ConfigError" and "traceback" not in failed
+    try:
+        raise ZeroDivisionError("division by zero")
+    except ZeroDivisionError as error:
+        said = record_failure(cfg, error, "both_outputs")
+    failed = json.loads((tmp_path / "job" / "results.json").read_text())
+    assert said == failed["error"] == "ZeroDivisionError: division by zero"
+    assert failed["model"] == "both_outputs" and "ZeroDivisionError" in failed["traceback"]

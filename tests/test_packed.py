@@ -203,16 +203,44 @@ def test_a_killed_pack_resumes_from_its_members_checkpoints_to_the_uninterrupted
                                            / "train.log").read_text()
 
 
-def test_a_packed_jobs_folder_serves_report_load_tensorboard_and_continuation(tmp_path, seqrev_train):
+RETURN_STATE_TWO_EPOCHS = (*SMALL, "trainer.max_epochs=2", "model=return_state")
+
+
+@pytest.fixture(scope="session")
+def packed_return_state(shared_runs) -> Path:
+    """return_state's seeds 0 and 1 (SMALL data, 2 epochs) as a packed sweep, once per test session."""
+    from conftest import train_in_process
+
+    def make(folder: Path) -> None:
+        assert train_in_process(*PACKED, "seed=0,1", *RETURN_STATE_TWO_EPOCHS, f"hydra.sweep.dir={folder}") == 0
+
+    return shared_runs("packed_return_state", make)
+
+
+@pytest.fixture(scope="session")
+def return_state_seed_0(shared_runs) -> Path:
+    """The same job as the packed sweep's seed 0, run alone, once per test session."""
+    settings = RETURN_STATE_TWO_EPOCHS[:-1]  # the model given by name
+    return shared_runs("return_state_seed_0", lambda folder: ordinary_into(folder, 0, *settings, model="return_state"))
+
+
+def ordinary_into(folder: Path, seed: int, *overrides: str, model: str = "both_outputs") -> Path:
+    from seqrev.run import train
+
+    cfg = compose_config(f"model={model}", f"seed={seed}", *overrides, output_dir=folder)
+    return Path(train(cfg, model)["run_dir"])
+
+
+def test_a_packed_jobs_folder_serves_report_load_tensorboard_and_continuation(tmp_path, seqrev_train,
+                                                                              packed_return_state):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     import seqrev
     from seqrev.report import gather
 
-    sweep = tmp_path / "sweep"
-    args = (*PACKED, "model=return_state", "seed=0,1", *SMALL, "trainer.max_epochs=3", f"hydra.sweep.dir={sweep}")
-    done = seqrev_train(*args)
-    assert done.returncode == 0, done.stderr[-3000:]
+    from conftest import copy_of
+
+    sweep = copy_of(packed_return_state, tmp_path / "sweep")
     job = next(sweep.glob("0_*"))
     assert {p.name for p in (job / ".hydra").iterdir()} == {"config.yaml", "hydra.yaml", "overrides.yaml"}
     results = json.loads((job / "results.json").read_text())
@@ -221,12 +249,12 @@ def test_a_packed_jobs_folder_serves_report_load_tensorboard_and_continuation(tm
     assert type(model).name == "return_state" and model.trainable_params == results["trainable_params"]
     events = EventAccumulator(str(job))
     events.Reload()
-    assert [e.step for e in events.Scalars("val/loss")] == [0, 1, 2]
+    assert [e.step for e in events.Scalars("val/loss")] == [0, 1]
     assert events.Scalars("val/loss")[-1].value == pytest.approx(results["val_loss"], abs=1e-6)
     assert events.Scalars("test/acc")[-1].value == pytest.approx(results["test_acc"], abs=1e-6)
     runs, _ = gather([sweep])
     assert len(runs) == 2
-    again = seqrev_train(*args)
+    again = seqrev_train(*PACKED, "seed=0,1", *RETURN_STATE_TWO_EPOCHS, f"hydra.sweep.dir={sweep}")
     assert again.returncode == 0 and again.stdout.count("skipped (finished)") == 2
 
 
@@ -342,8 +370,8 @@ def test_a_member_and_an_ordinary_job_fail_alike_through_the_one_lifecycle(tmp_p
 
     def said(kind: str) -> list[str]:
         assert runs[kind].returncode == 0, runs[kind].stderr[-3000:]
-        return sorted(line.replace(str(tmp_path / kind), "SWEEP") for line in runs[kind].stdout.splitlines()
-                      if "job failed" in line)
+        return sorted(line.replace(str(tmp_path / kind), "SWEEP").rpartition(" (")[0]
+                      for line in runs[kind].stdout.splitlines() if line.startswith("job ") and ": failed: " in line)
 
     assert said("packed") == said("ordinary") and len(said("packed")) == 2
     assert "could not write SWEEP/0_model=both_outputs" in said("packed")[0]
@@ -368,15 +396,12 @@ def same_state(mine, theirs, my_dir: Path, their_dir: Path) -> bool:
     return str(mine).replace(str(my_dir), "RUN") == str(theirs).replace(str(their_dir), "RUN")
 
 
-def test_a_members_checkpoint_is_laid_out_as_an_ordinary_runs_and_loads_the_same_ways(tmp_path, seqrev_train):
+def test_a_members_checkpoint_is_laid_out_as_an_ordinary_runs_and_loads_the_same_ways(packed_return_state,
+                                                                                       return_state_seed_0):
     import seqrev
     from seqrev.rundir import PACK_STATE
 
-    settings = (*SMALL, "trainer.max_epochs=2", "model=return_state")
-    done = seqrev_train(*PACKED, "seed=0,1", *settings, f"hydra.sweep.dir={tmp_path / 'packed'}")
-    assert done.returncode == 0, done.stderr[-3000:]
-    alone = ordinary(tmp_path, 0, *settings, model="return_state")
-    member = next((tmp_path / "packed").glob("0_*"))
+    alone, member = return_state_seed_0, next(packed_return_state.glob("0_*"))
     for name in ("best", "last"):
         theirs = torch.load(alone / "checkpoints" / f"{name}.ckpt", weights_only=True)
         ours = torch.load(member / "checkpoints" / f"{name}.ckpt", weights_only=True)

@@ -40,6 +40,61 @@ def test_the_page_holds_every_run_every_chart_and_keeps_experiments_apart(tmp_pa
     assert (tmp_path / "report.md").is_file() and (tmp_path / "report.csv").is_file()
 
 
+def table_rows(page: str, index: int) -> list[dict[str, str]]:
+    """The `index`-th table of runs on a page, as rows {heading: shown value}."""
+    from html.parser import HTMLParser
+
+    class Tables(HTMLParser):
+        def __init__(self) -> None:
+            super().__init__()
+            self.tables, self.row, self.heads, self.in_heads = [], None, [], False
+
+        def handle_starttag(self, tag, attrs):
+            attrs = dict(attrs)
+            if tag == "table" and attrs.get("class") == "runs":
+                self.tables.append({"heads": [], "rows": []})
+            elif tag == "tr" and self.tables:
+                self.in_heads = attrs.get("class") == "heads"
+                self.row = [] if attrs.get("class") not in ("heads", "filters") else None
+            elif tag == "td" and self.row is not None:
+                self.row.append(attrs.get("data-v", ""))
+
+        def handle_endtag(self, tag):
+            if tag == "tr" and self.row is not None and self.tables:
+                self.tables[-1]["rows"].append(self.row)
+                self.row = None
+
+        def handle_data(self, data):
+            if self.in_heads and self.tables and data.strip():
+                self.tables[-1]["heads"].append(data.strip())
+
+        def handle_startendtag(self, tag, attrs):
+            self.handle_starttag(tag, attrs)
+
+    parser = Tables()
+    parser.feed(page)
+    table = parser.tables[index]
+    return [dict(zip(table["heads"], row, strict=True)) for row in table["rows"]]
+
+
+def test_the_table_of_runs_shows_each_value_under_its_heading_and_lists_every_run_that_did_not_finish(tmp_path):
+    run_result(tmp_path / "0_one", 0.61, seed=7, timesteps=4, model="return_state")
+    history(tmp_path / "0_one", [2.0, 1.5])
+    results = json.loads((tmp_path / "0_one" / "results.json").read_text())
+    (tmp_path / "0_one" / "results.json").write_text(json.dumps({**results, "val_acc": 0.42, "val_loss": 1.5}))
+    for name, status in (("1_failed", "failed"), ("2_interrupted", "interrupted")):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "results.json").write_text(json.dumps({"status": status, "error": f"{status} here",
+                                                                  "seed": 3}))
+    page = write_report([tmp_path], quiet=True).read_text()
+    (row,) = table_rows(page, 0)
+    assert (row["run"], row["model"], row["timesteps"], row["seed"]) == ("0_one", "return_state", "4", "7")
+    assert (row["test_acc"], row["val_acc"], row["val_loss"], row["epochs_run"]) == ("0.61", "0.42", "1.5", "10")
+    not_finished = table_rows(page, 1)
+    assert sorted(r["run"] for r in not_finished) == ["1_failed", "2_interrupted"]
+    assert all(r["seed"] == "3" for r in not_finished)
+
+
 def test_the_sweep_size_is_the_product_of_its_swept_values():
     """As Hydra's basic sweeper expands them: the experiment's `hydra.sweeper.params`, then the command line's."""
     from hydra import compose, initialize_config_dir

@@ -99,7 +99,8 @@ def test_a_killed_settle_sweep_run_again_continues_without_training_finished_see
     (killed / "results.json").unlink()
     again = seqrev_train(*line)
     assert again.returncode == 0, again.stderr[-3000:]
-    assert again.stdout.count("skipped (finished)") == 7 and f"resuming from epoch 2: {killed}" in again.stdout
+    assert again.stdout.count("skipped (finished)") == 7
+    assert f"resuming from epoch 2: {killed}" in (killed / "train.log").read_text()
     assert settle_line(again.stdout) == settle_line(first.stdout)
     resumed = json.loads((killed / "results.json").read_text())
     assert resumed["resumed"] is True and resumed["test_acc"] == finished["test_acc"]

@@ -112,3 +112,49 @@ def test_a_packed_sweep_is_a_slurm_job_per_pack_and_a_requeued_pack_continues_ev
     again = run_cli(*packed_slurm)
     assert again.returncode == 0 and "0 done, 0 failed, 6 skipped" in again.stdout, again.stdout[-3000:]
     assert {p.parent.name: json.loads(p.read_text()) for p in sweep.glob("*/results.json")} == results
+
+
+def slurm_jobs_submitted(sweep) -> set[str]:
+    """The Slurm jobs submitit made for a sweep (its folders under .submitit/, one per array element)."""
+    folder = sweep / ".submitit"
+    return {p.name for p in folder.iterdir() if p.is_dir() and "_" in p.name} if folder.is_dir() else set()
+
+
+def test_a_finished_packed_slurm_sweep_run_again_submits_nothing_and_an_interrupted_member_alone(tmp_path):
+    """Re-runs cost the cluster nothing: run again, a finished packed_slurm sweep submits no Slurm job (the
+    launching process reads the folders); with one member marked interrupted, one Slurm job holds it alone.
+    The sweeper still gets every job's value."""
+    sweep = tmp_path / "sweep"
+    line = ("-m", "hydra/launcher=packed_slurm", "hydra.launcher.cpus_per_task=1", "hydra.launcher.mem_gb=2",
+            "model=return_state,both_outputs", "seed=0,1,2", *SMALL, "trainer.max_epochs=2", f"hydra.sweep.dir={sweep}")
+    first = run_cli(*line)
+    assert first.returncode == 0, first.stderr[-3000:]
+    submitted = slurm_jobs_submitted(sweep)
+    assert len(submitted) == 2, submitted  # one Slurm job per pack
+    again = run_cli(*line)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert slurm_jobs_submitted(sweep) == submitted  # nothing new asked of Slurm
+    assert "slurm: all 6 jobs finished before: nothing to submit" in again.stdout
+    assert again.stdout.count(": skipped (finished)") == 6 and "0 done, 0 failed, 6 skipped" in again.stdout
+    member = next(sweep.glob("4_*"))
+    results = json.loads((member / "results.json").read_text())
+    (member / "results.json").write_text(json.dumps({**{k: results[k] for k in ("model", "seed", "run_dir")},
+                                                     "status": "interrupted"}))
+    third = run_cli(*line)
+    assert third.returncode == 0, third.stderr[-3000:]
+    new = slurm_jobs_submitted(sweep) - submitted
+    assert len(new) == 1, new  # one Slurm job, holding the interrupted member alone
+    assert "1 jobs as 0 packs and 1 ordinary jobs, as 1 Slurm jobs (5 finished before, not submitted)" in third.stdout
+    assert json.loads((member / "results.json").read_text())["status"] == "ok"
+    assert "1 done, 0 failed, 5 skipped" in third.stdout
+
+
+def test_a_finished_slurm_sweep_run_again_submits_nothing(tmp_path):
+    sweep = tmp_path / "sweep"
+    line = (*SLURM, "model=return_state,both_outputs", *SMALL, "trainer.max_epochs=1", f"hydra.sweep.dir={sweep}")
+    assert run_cli(*line).returncode == 0
+    submitted = slurm_jobs_submitted(sweep)
+    again = run_cli(*line)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert slurm_jobs_submitted(sweep) == submitted and "nothing to submit" in again.stdout
+    assert "0 done, 0 failed, 2 skipped" in again.stdout

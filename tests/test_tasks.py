@@ -1,6 +1,4 @@
 import json
-import subprocess
-import sys
 
 import pytest
 import torch
@@ -146,9 +144,7 @@ def test_a_sweep_over_tasks_reports_one_table_per_task(tmp_path, seqrev_train):
     results = [json.loads(p.read_text()) for p in sweep.glob("*/results.json")]
     assert sorted((r["task"], r["cell"]) for r in results) == [("reverse", "gru"), ("reverse", "lstm"),
                                                                ("sort", "gru"), ("sort", "lstm")]
-    report = subprocess.run([sys.executable, "-m", "seqrev.report", str(sweep)], capture_output=True, text=True)
-    assert report.returncode == 0, report.stderr
-    text = (sweep / "report.md").read_text()
+    text = (sweep / "report.md").read_text()  # the sweep writes its report as it ends
     for heading in ("# data.task=reverse, model.cell=lstm", "# data.task=reverse, model.cell=gru",
                     "# data.task=sort, model.cell=lstm", "# data.task=sort, model.cell=gru"):
         assert heading in text

@@ -12,7 +12,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from seqrev.errors import RunDirError
 from seqrev.rundir import rewrite_argv_for_resume
 
-from conftest import SCORES, SMALL, TINY, started_a_second_earlier
+from conftest import SCORES, SMALL, copy_of, started_a_second_earlier, train_in_process
 
 
 def finished_folder(folder: Path, overrides: list[str], **results) -> Path:
@@ -61,51 +61,65 @@ def scalars(run_dir: Path, tag: str) -> list[int]:
     return [event.step for event in events.Scalars(tag)]
 
 
-def test_a_finished_run_trains_longer_to_the_numbers_of_the_longer_run(tmp_path, seqrev_train):
+@pytest.fixture(scope="session")
+def seed0_four_epochs(shared_runs) -> Path:
+    """The reference: seed 0 trained 4 epochs from the start (SMALL data), once per test session."""
+    import seqrev
+
+    return shared_runs("seed0_four_epochs", lambda folder: seqrev.fit(*SMALL, "trainer.max_epochs=4",
+                                                                       f"hydra.run.dir={folder}"))
+
+
+@pytest.fixture(scope="session")
+def packed_seeds_0_1_two_epochs(shared_runs) -> Path:
+    """A packed sweep of seeds 0 and 1 (SMALL data, 2 epochs), once per test session: tests work on copies."""
+    def make(folder: Path) -> None:
+        assert train_in_process(*PACKED_TWO_SEEDS, "trainer.max_epochs=2", f"hydra.sweep.dir={folder}") == 0
+
+    return shared_runs("packed_seeds_0_1_two_epochs", make)
+
+
+PACKED_TWO_SEEDS = ("-m", "hydra/launcher=packed", "hydra.launcher.n_jobs=1", "seed=0,1", *SMALL)
+
+
+def test_a_finished_run_trains_longer_to_the_numbers_of_the_longer_run(tmp_path, seqrev_train, seed0_four_epochs):
     run = tmp_path / "run"
     assert seqrev_train(*SMALL, "trainer.max_epochs=2", f"hydra.run.dir={run}").returncode == 0
     first = json.loads((run / "results.json").read_text())
     longer = seqrev_train(f"resume={run}", "trainer.max_epochs=4")
     assert longer.returncode == 0, longer.stderr[-2000:]
-    assert seqrev_train(*SMALL, "trainer.max_epochs=4", f"hydra.run.dir={tmp_path / 'four'}").returncode == 0
-    results, four = (json.loads((d / "results.json").read_text()) for d in (run, tmp_path / "four"))
+    results, four = (json.loads((d / "results.json").read_text()) for d in (run, seed0_four_epochs))
     assert results["resumed"] is True and results["epochs_run"] == 4 and first["epochs_run"] == 2
     for key in SCORES:
         assert results[key] == pytest.approx(four[key], abs=1e-6), key
-    assert scalars(run, "val/loss") == scalars(tmp_path / "four", "val/loss")  # one TensorBoard run, each epoch once
+    assert scalars(run, "val/loss") == scalars(seed0_four_epochs, "val/loss")  # one TensorBoard run, each epoch once
     assert not list(run.glob("version_*")) and not list(run.glob("*/events.out.tfevents*"))
     assert "Traceback" not in longer.stderr
 
 
-def test_a_packed_members_folder_trains_longer_as_a_pack_of_one(tmp_path, seqrev_train):
-    sweep = tmp_path / "sweep"
-    line = ("-m", "hydra/launcher=packed", "hydra.launcher.n_jobs=1", "seed=0,1", *SMALL)
-    assert seqrev_train(*line, "trainer.max_epochs=2", f"hydra.sweep.dir={sweep}").returncode == 0
+def test_a_packed_members_folder_trains_longer_as_a_pack_of_one(tmp_path, seqrev_train, packed_seeds_0_1_two_epochs,
+                                                                 seed0_four_epochs):
+    sweep = copy_of(packed_seeds_0_1_two_epochs, tmp_path / "sweep")
     member = next(sweep.glob("0_*"))
     longer = seqrev_train(f"resume={member}", "trainer.max_epochs=4")
     assert longer.returncode == 0, longer.stderr[-2000:]
     assert "trained in a pack of 1" in longer.stdout
-    alone = seqrev_train(*SMALL, "seed=0", "trainer.max_epochs=4", f"hydra.run.dir={tmp_path / 'alone'}")
-    assert alone.returncode == 0
-    results, expected = (json.loads((d / "results.json").read_text()) for d in (member, tmp_path / "alone"))
+    results, expected = (json.loads((d / "results.json").read_text()) for d in (member, seed0_four_epochs))
     assert results["resumed"] is True
     for key in SCORES:
         assert results[key] == pytest.approx(expected[key], abs=1e-5), key
     last = {d: torch.load(d / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
-            for d in (member, tmp_path / "alone")}
-    assert max((last[member][k] - last[tmp_path / "alone"][k]).abs().max().item() for k in last[member]) < 1e-5
+            for d in (member, seed0_four_epochs)}
+    assert max((last[member][k] - last[seed0_four_epochs][k]).abs().max().item() for k in last[member]) < 1e-5
     assert scalars(member, "val/loss") == [0, 1, 2, 3]
-    again = seqrev_train(*line, "trainer.max_epochs=2", f"hydra.sweep.dir={sweep}")  # the sweep as it was asked
+    again = seqrev_train(*PACKED_TWO_SEEDS, "trainer.max_epochs=2", f"hydra.sweep.dir={sweep}")  # as it was asked
     assert again.returncode == 0 and "skipped (finished)" in again.stdout
     assert json.loads((member / "results.json").read_text()) == results
 
 
-def test_a_killed_members_folder_continues_alone_from_its_checkpoint(tmp_path, seqrev_train):
-    sweep = tmp_path / "sweep"
-    line = ("-m", "hydra/launcher=packed", "hydra.launcher.n_jobs=1", "seed=0,1", *TINY, "trainer.max_epochs=3",
-            "callbacks.early_stopping.patience=100")
-    assert seqrev_train(*line, f"hydra.sweep.dir={sweep}").returncode == 0
-    member = next(sweep.glob("1_*"))
+def test_a_killed_members_folder_continues_alone_from_its_checkpoint(tmp_path, seqrev_train,
+                                                                      packed_seeds_0_1_two_epochs):
+    member = next(copy_of(packed_seeds_0_1_two_epochs, tmp_path / "sweep").glob("1_*"))
     finished = json.loads((member / "results.json").read_text())
     (member / "results.json").unlink()  # as a kill after its last checkpoint leaves it
     again = seqrev_train(f"resume={member}")
@@ -115,11 +129,9 @@ def test_a_killed_members_folder_continues_alone_from_its_checkpoint(tmp_path, s
         assert resumed[key] == pytest.approx(finished[key], abs=1e-6), key
 
 
-def test_a_members_folder_resumed_from_before_its_last_logged_epoch_shows_each_epoch_once(tmp_path, seqrev_train):
-    sweep = tmp_path / "sweep"
-    line = ("-m", "hydra/launcher=packed", "hydra.launcher.n_jobs=1", "seed=0,1", *SMALL)
-    assert seqrev_train(*line, "trainer.max_epochs=2", f"hydra.sweep.dir={sweep}").returncode == 0
-    member = next(sweep.glob("0_*"))
+def test_a_members_folder_resumed_from_before_its_last_logged_epoch_shows_each_epoch_once(
+        tmp_path, seqrev_train, packed_seeds_0_1_two_epochs):
+    member = next(copy_of(packed_seeds_0_1_two_epochs, tmp_path / "sweep").glob("0_*"))
     two_epochs = (member / "checkpoints" / "last.ckpt").read_bytes()
     started_a_second_earlier(member)
     assert seqrev_train(f"resume={member}", "trainer.max_epochs=3").returncode == 0
