@@ -83,6 +83,15 @@ def grid(lines: list[str], config_loader: Any = None) -> Grid:
     return Grid(cells, list(dict.fromkeys(wirings)), first_seeds)
 
 
+def first_seeds(found: Grid, initial_seeds: int) -> list[int]:
+    """Round 1's seeds: the sweep's own (`seed=...`), else `initial_seeds` of them from 0; at least two."""
+    seeds = found.first_seeds or list(range(initial_seeds))
+    if len(set(seeds)) < 2:
+        raise ConfigError(f"seed={','.join(map(str, seeds))} is not allowed with hydra/sweeper=settle: its first "
+                          "round needs at least 2 seeds (an interval needs two), e.g. seed=0,1,2.")
+    return seeds
+
+
 def job(cell: CellKey, wiring: str, seed: int) -> list[str]:
     return [*cell, f"model={wiring}", f"seed={seed}"]
 
@@ -133,9 +142,10 @@ def check_command_line(args: list[str], config_dir: Path) -> None:
         raise ConfigError(problem)
     task = [a for a in args if not a.lstrip("+~").startswith(("hydra.", "hydra/"))]
     try:
-        grid([f"{key}={value}" for key, value in (sweeper.get("params") or {}).items()] + task)
+        found = grid([f"{key}={value}" for key, value in (sweeper.get("params") or {}).items()] + task)
     except (HydraException, OmegaConfBaseException):
         return
+    first_seeds(found, sweeper.get("initial_seeds"))
 
 
 def sweep(sweeper: Any, arguments: list[str]) -> list[Any]:
@@ -150,7 +160,7 @@ def sweep(sweeper: Any, arguments: list[str]) -> list[Any]:
         raise ConfigError(problem)
     lines = [f"{key}={value}" for key, value in sweeper.params.items()] + list(arguments)
     found = grid(lines, sweeper.hydra_context.config_loader)
-    first = found.first_seeds or list(range(sweeper.initial_seeds))
+    first = first_seeds(found, sweeper.initial_seeds)
     cap, delta = max(sweeper.max_seeds, len(first)), float(sweeper.delta)
     rounds = looks(len(first), cap)
     sweep_dir = Path(str(config.hydra.sweep.dir))

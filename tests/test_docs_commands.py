@@ -41,7 +41,10 @@ def quick(command: str) -> str | None:
     for part in parts:
         if "python -m seqrev.train" in part:
             part = f"{part} {QUICK_TRAIN}"
-            if " -m " in f"{part} ":  # a sweep keeps its grid but runs its first seed only
+            if "hydra/sweeper=settle" in part:  # one round of two seeds: the least a comparison needs
+                part += " hydra.sweeper.max_seeds=2" + (" hydra.sweeper.params.seed=0,1"
+                                                         if "experiment=tutorial_table" in part else "")
+            elif " -m " in f"{part} ":  # a sweep keeps its grid but runs its first seed only
                 part = re.sub(r"(?<=\sseed=)(\w+)(,\w+)+", r"\1", part)
                 if "experiment=tutorial_table" in part:
                     part += " hydra.sweeper.params.seed=0"

@@ -69,16 +69,16 @@ def test_one_wiring_under_two_names_stops_as_equivalent_or_at_the_cap_and_says_w
                                                                                      twin_config):
     """The same seeds give the same scores under both names, but each name's seeds still spread: an
     independent comparison cannot call them different, and calls them equivalent only once the interval
-    fits within ±delta; here, at most 6 seeds, it ends at the cap and names the comparison left open."""
+    fits within ±delta; here, at most 4 seeds, it ends at the cap and names the comparison left open."""
     sweep = tmp_path / "sweep"
-    done = seqrev_train("-m", "hydra/sweeper=settle", "model=both_outputs,both_twin", "hydra.sweeper.max_seeds=6",
-                        *TINY_TASK, "trainer.max_epochs=2", f"hydra.searchpath=[file://{twin_config}]",
+    done = seqrev_train("-m", "hydra/sweeper=settle", "model=both_outputs,both_twin", "hydra.sweeper.max_seeds=4",
+                        *TINY_TASK, "trainer.max_epochs=1", f"hydra.searchpath=[file://{twin_config}]",
                         f"hydra.sweep.dir={sweep}")
     assert done.returncode == 0, done.stderr[-3000:]
     line = settle_line(done.stdout)
     assert line in ("settle: 6 jobs, every comparison settled or equivalent after round 1; the cell: 1 equivalent",
-                    "settle: 12 jobs, 1 comparison not settled at the cap of 6 seeds; the cell: 1 not settled (open: "
-                    "both_outputs vs both_twin (6 and 6 seeds))"), line
+                    "settle: 8 jobs, 1 comparison not settled at the cap of 4 seeds; the cell: 1 not settled (open: "
+                    "both_outputs vs both_twin (4 and 4 seeds))"), line
     report = (sweep / "report.md").read_text()
     row = next(r for r in report.splitlines() if r.startswith("| 16 | 3 | both_") and "| both_" in r[12:])
     assert "| +0.00 |" in row and "| 0.50 |" in row and "settled |" not in row.replace("not settled |", "")
@@ -90,7 +90,7 @@ def test_a_killed_settle_sweep_run_again_continues_without_training_finished_see
     finished job is skipped, the killed one resumed, and the sweep ends as it did."""
     sweep = tmp_path / "sweep"
     line = ("-m", "hydra/sweeper=settle", "model=single_default,stacked_default", "hydra.sweeper.max_seeds=4",
-            *TINY_TASK, "trainer.max_epochs=2", f"hydra.sweep.dir={sweep}")
+            *TINY_TASK, "trainer.max_epochs=1", f"hydra.sweep.dir={sweep}")
     first = seqrev_train(*line)
     assert first.returncode == 0, first.stderr[-3000:]
     assert first.stdout.count("settle: round ") == 2 and "at the cap of 4 seeds" in settle_line(first.stdout)
@@ -100,7 +100,7 @@ def test_a_killed_settle_sweep_run_again_continues_without_training_finished_see
     again = seqrev_train(*line)
     assert again.returncode == 0, again.stderr[-3000:]
     assert again.stdout.count("skipped (finished)") == 7
-    assert f"resuming from epoch 2: {killed}" in (killed / "train.log").read_text()
+    assert f"resuming from epoch 1: {killed}" in (killed / "train.log").read_text()
     assert settle_line(again.stdout) == settle_line(first.stdout)
     resumed = json.loads((killed / "results.json").read_text())
     assert resumed["resumed"] is True and resumed["test_acc"] == finished["test_acc"]
