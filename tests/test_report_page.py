@@ -156,6 +156,27 @@ def test_a_sweep_prints_its_progress_and_ends_with_its_report(tmp_path, seqrev_t
     assert "0 done, 0 failed, 2 skipped" in again.stdout
 
 
+def test_a_sweeps_console_is_a_line_per_job_and_a_few_more(tmp_path, seqrev_train):
+    """By default a sweep prints its plan, its progress, one line per job as it ends (name, status, scores,
+    epochs, time) and its summary; each job's own lines go to its train.log. With sweep_console=all, every
+    job's lines come too, each after its number."""
+    sweep = tmp_path / "sweep"
+    line = ("-m", "model=return_state,both_outputs", "seed=0,1", "data.n_train=200", "data.n_test=50",
+            "trainer.max_epochs=1")
+    done = seqrev_train(*line, f"hydra.sweep.dir={sweep}")
+    assert done.returncode == 0, done.stderr[-2000:]
+    lines = done.stdout.splitlines()
+    jobs = [line for line in lines if line.startswith("job ")]
+    assert len(jobs) == 4 and len(lines) <= 4 + 10, done.stdout
+    assert re.fullmatch(r"job 0_model=return_state,timesteps=4,units=16,seed=0: done, test acc \d+\.\d\d%, seq acc "
+                        r"\d+\.\d\d%, 1 epochs, \d+\.\d s \(\d/4 ended\)", jobs[0]), jobs[0]
+    assert "PREDICTION ACCURACY" not in done.stdout and "#0 : " not in done.stdout  # no job's own lines
+    assert "PREDICTION ACCURACY (%):" in next(sweep.glob("0_*/train.log")).read_text()
+    everything = seqrev_train(*line, "sweep_console=all", f"hydra.sweep.dir={tmp_path / 'all'}")
+    assert everything.returncode == 0, everything.stderr[-2000:]
+    assert "[#0] PREDICTION ACCURACY (%):" in everything.stdout and "[#3] PREDICTION ACCURACY (%):" in everything.stdout
+
+
 def chromium() -> str | None:
     """The system's Chromium, when Playwright (the test extra) can drive it."""
     import importlib.util

@@ -82,11 +82,14 @@ def packed_seeds_0_1_two_epochs(shared_runs) -> Path:
 PACKED_TWO_SEEDS = ("-m", "hydra/launcher=packed", "hydra.launcher.n_jobs=1", "seed=0,1", *SMALL)
 
 
-def test_a_finished_run_trains_longer_to_the_numbers_of_the_longer_run(tmp_path, seqrev_train, seed0_four_epochs):
+def test_a_finished_run_trains_longer_to_the_numbers_of_the_longer_run(tmp_path, seqrev_train, seed0_four_epochs,
+                                                                      recwarn):
     run = tmp_path / "run"
     assert seqrev_train(*SMALL, "trainer.max_epochs=2", f"hydra.run.dir={run}").returncode == 0
     first = json.loads((run / "results.json").read_text())
+    recwarn.clear()
     longer = seqrev_train(f"resume={run}", "trainer.max_epochs=4")
+    assert not [w for w in recwarn if "exists and is not empty" in str(w.message)]  # seqrev put its checkpoint there
     assert longer.returncode == 0, longer.stderr[-2000:]
     results, four = (json.loads((d / "results.json").read_text()) for d in (run, seed0_four_epochs))
     assert results["resumed"] is True and results["epochs_run"] == 4 and first["epochs_run"] == 2
