@@ -19,9 +19,13 @@ def _no_advertising(record: logging.LogRecord) -> bool:
 
 def quiet_lightning() -> None:
     """Lightning's messages once each, without advertising or warnings about version skew."""
-    # `import lightning` gives its logger a console handler of its own; Hydra's handlers already print
-    # and file every record, so without this each Lightning message would appear twice.
-    logging.getLogger("lightning").handlers.clear()
+    # `import lightning` gives its logger a console handler of its own, and `lightning.pytorch` (or
+    # `lightning.fabric`) imported before Hydra set up logging (a callback's module, located when the config
+    # is checked) one on stderr that keeps its records from the root's. Hydra's handlers already print and
+    # file every record: without this each Lightning message would appear twice, or miss train.log.
+    for name in ("lightning", "lightning.pytorch", "lightning.fabric"):
+        logging.getLogger(name).handlers.clear()
+        logging.getLogger(name).propagate = True
     for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):
         if _no_advertising not in logging.getLogger(name).filters:
             logging.getLogger(name).addFilter(_no_advertising)

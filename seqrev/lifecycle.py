@@ -161,9 +161,12 @@ def record_failure(cfg: DictConfig, error: BaseException, model_name: str | None
     return message
 
 
-def say_failed(message: str, run_dir: Path) -> None:
-    """The console's line for a sweep's job that failed (the sweep goes on; its folder says what went wrong)."""
+def say_failed(message: str, run_dir: Path, sweep_dir: Path) -> None:
+    """The log's line for a sweep's job that failed (the sweep goes on; its folder says what went wrong);
+    when its results.json could not be written, the sweep's folder records the failure instead."""
     log.error(f"job failed: {message} ({run_dir.name})")
+    if run_status(run_dir) != "failed":
+        _record(sweep_dir, run_dir, "failed", message)
 
 
 def record_interrupt(run_dir: Path, about: RunIdentity, epochs_run: int) -> None:

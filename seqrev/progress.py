@@ -56,22 +56,24 @@ class Tally:
     skipped: int = 0
     refused: int = 0
     busy: int = 0
+    unfinished: int = 0  # began, then ended with nothing recorded (counted once the sweep has ended)
     running: int = 0
     durations: list[float] = field(default_factory=list)  # of the jobs that ended in this sweep
-    not_run: dict[str, str] = field(default_factory=dict)  # refused or busy job -> "refused: why"
+    not_run: dict[str, str] = field(default_factory=dict)  # refused, busy or unfinished job -> "refused: why"
     endings: dict[str, str] = field(default_factory=dict)  # each job that ended -> how (job_line)
     unreadable: dict[str, str] = field(default_factory=dict)  # results.json that are not results -> why
 
     @property
     def ended(self) -> int:
-        return self.done + self.failed + self.skipped + self.refused + self.busy
+        return self.done + self.failed + self.skipped + self.refused + self.busy + self.unfinished
 
 
-def read_folders(sweep_dir: Path, started: float, first_seen: dict[str, float]) -> Tally:
+def read_folders(sweep_dir: Path, started: float, first_seen: dict[str, float], final: bool = False) -> Tally:
     """Count this start's jobs: what its jobs recorded of not training (seqrev.sweepfolder: skipped, refused,
     busy, failed), else ended (ok or failed, results.json written since `started`), else running (locked).
     A folder whose results.json cannot be read as results is not counted until it can. `first_seen`: when
-    each job was first seen running."""
+    each job was first seen running. Once the sweep has ended (`final`), a job that began in this start and
+    left neither results nor a record is counted as unfinished and named."""
     from seqrev.sweepfolder import read_outcomes
 
     tally, now = Tally(), time.time()
@@ -103,7 +105,19 @@ def read_folders(sweep_dir: Path, started: float, first_seen: dict[str, float]) 
         elif (folder / LOCK_FILE).exists():
             tally.running += 1
             first_seen.setdefault(folder.name, now)
+        elif final and _started_since(folder, started):  # began in this start, ended without a word
+            tally.unfinished += 1
+            tally.not_run[folder.name] = "ended without results: see its train.log"
+            tally.endings[folder.name] = "ended without results (see its train.log)"
     return tally
+
+
+def _started_since(folder: Path, started: float) -> bool:
+    """Whether a job began in its folder since `started`: Hydra writes its `.hydra/` at every start."""
+    try:
+        return (folder / ".hydra" / "config.yaml").stat().st_mtime >= started
+    except OSError:
+        return False
 
 
 def job_ending(results: dict[str, Any]) -> str:
@@ -122,9 +136,10 @@ def clock(seconds: float) -> str:
 
 
 def counts(tally: Tally) -> str:
-    """'10 done, 1 failed, 1 skipped' and, when there are any, the refused and busy jobs."""
+    """'10 done, 1 failed, 1 skipped' and, when there are any, the refused, busy and unfinished jobs."""
     return ", ".join([f"{tally.done} done", f"{tally.failed} failed", f"{tally.skipped} skipped"]
-                     + [f"{n} {word}" for word, n in (("refused", tally.refused), ("busy", tally.busy)) if n])
+                     + [f"{n} {word}" for word, n in (("refused", tally.refused), ("busy", tally.busy),
+                                                    ("unfinished", tally.unfinished)) if n])
 
 
 def progress_line(tally: Tally, total: int | None, elapsed: float, workers: int, note: str = "") -> str:
@@ -150,7 +165,7 @@ class JobsNotRun(RunDirError):
     def __init__(self, not_run: dict[str, str]) -> None:
         self.not_run = not_run
         named = "; ".join(f"{job} ({why})" for job, why in sorted(not_run.items()))
-        super().__init__(f"{len(not_run)} job{'s' if len(not_run) > 1 else ''} of the sweep did not run: {named}")
+        super().__init__(f"{len(not_run)} job{'s' if len(not_run) > 1 else ''} of the sweep did not finish: {named}")
 
 
 class SweepProgress(Callback):
@@ -187,7 +202,7 @@ class SweepProgress(Callback):
         from seqrev.console import per_job_listing
 
         per_job_listing(True)
-        tally = read_folders(self.sweep_dir, self.started, self.first_seen)
+        tally = read_folders(self.sweep_dir, self.started, self.first_seen, final=True)
         self._announce(tally, self._planned()[0])
         written = self._report()
         self._say(f"sweep finished in {clock(time.time() - self.started)}: {counts(tally)}; "

@@ -2,19 +2,25 @@
 that did not train (skipped, refused, busy, or failed before it could start) with its reason, and the
 number of jobs planned so far (a sweeper that adds rounds raises it). Jobs write it wherever they run
 (other processes, Slurm nodes); the launching process reads it for the progress line and the summary.
-Plain JSON, no torch.
+Each start of a sweep keeps its records apart (`SEQREV_SWEEP_START`, which its jobs inherit), so that the
+same sweep started twice at once counts, in each, only what its own jobs did. Plain JSON, no torch.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import socket
+import time
 from pathlib import Path
 from typing import Literal, TypedDict
 
 from seqrev.atomic import atomic_write
 
 RECORD_DIR = ".seqrev"
+START_VARIABLE = "SEQREV_SWEEP_START"
+"""The environment variable naming this start of a sweep: set by the launching process, inherited by its
+jobs' processes (Hydra's launchers and Slurm pass the environment on)."""
 NotRun = Literal["skipped", "refused", "busy", "failed"]
 NOT_RUN: tuple[NotRun, ...] = ("skipped", "refused", "busy", "failed")
 
@@ -27,8 +33,15 @@ class Outcome(TypedDict):
     reason: str
 
 
+def begin_start() -> str:
+    """Name a new start of a sweep, in this process and the jobs it launches."""
+    os.environ[START_VARIABLE] = f"{socket.gethostname()}-{os.getpid()}-{time.time_ns()}"
+    return os.environ[START_VARIABLE]
+
+
 def _outcomes_dir(sweep_dir: Path) -> Path:
-    return Path(sweep_dir) / RECORD_DIR / "jobs"
+    start = os.environ.get(START_VARIABLE, "").replace("/", "_")
+    return Path(sweep_dir) / RECORD_DIR / "jobs" / start if start else Path(sweep_dir) / RECORD_DIR / "jobs"
 
 
 def job_name(sweep_dir: Path, job_dir: Path) -> str:

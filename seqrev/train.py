@@ -58,13 +58,18 @@ def prepare(argv: list[str]) -> list[str]:
 def launch(argv: list[str], task: JobFunction | None = None) -> None:
     """Hydra's run (or sweep) of a prepared command line, each job by `task`. A single run's named folder
     is locked before Hydra writes `.hydra/` there, so a second process touches nothing in it (FolderBusy).
-    A sweep some of whose jobs did not train (refused, busy) raises JobsNotRun once it has ended."""
+    A sweep some of whose jobs did not train (refused, busy) or ended without results raises JobsNotRun once
+    it has ended."""
     import time
 
     from seqrev.runlock import run_folder_lock
 
     register_plugins()
     started = time.time()
+    if SWEEP_FLAGS & set(argv):
+        from seqrev.sweepfolder import begin_start
+
+        begin_start()  # its jobs record what they did apart from another start's of the same sweep
     with ExitStack() as held:
         folder = named_run_folder(argv)
         if folder is not None:
@@ -79,7 +84,7 @@ def launch(argv: list[str], task: JobFunction | None = None) -> None:
         from seqrev.progress import JobsNotRun, read_folders
 
         sweep_dir = output_folder(argv)
-        not_run = read_folders(sweep_dir, started, {}).not_run if sweep_dir.is_dir() else {}
+        not_run = read_folders(sweep_dir, started, {}, final=True).not_run if sweep_dir.is_dir() else {}
         if not_run:
             raise JobsNotRun(not_run)
 
@@ -169,7 +174,7 @@ def job(cfg: DictConfig, in_process: bool = False) -> RunResults | None:
                 raise
             if not sweep:
                 fail(message, status=2 if isinstance(error, EXPECTED_ERRORS) else 1)
-            say_failed(message, run_dir)  # the sweep goes on; this job's folder says what went wrong
+            say_failed(message, run_dir, Path(hydra_cfg.sweep.dir))  # the sweep goes on
             return None
 
 

@@ -27,6 +27,12 @@ PROBES = {"PYTHONPATH": str(ROOT / "tests")}
 PAUSE_TARGET = "+callbacks.pause._target_=probes.PauseAtEpoch"  # repeated when resuming: a folder is data
 
 
+def job_logs(sweep: Path) -> str:
+    """Every job's train.log of a sweep folder, one after another: what its jobs said (a sweep's console
+    shows only a line per job as it ends; `sweep_console`)."""
+    return "".join(log.read_text() for log in sorted(Path(sweep).glob("*/train.log")))
+
+
 def compose_config(*overrides: str, output_dir: Path | None = None) -> DictConfig:
     """The composed train config; `output_dir` stands in for Hydra's run directory."""
     extra = [f"paths.output_dir={output_dir}"] if output_dir is not None else []

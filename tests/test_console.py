@@ -1,11 +1,14 @@
 """What a run prints: seqrev's own lines, no product advertising or summary table by default, and every
 command line piped into a reader that stops early (`| head`) ends quietly."""
 
+import io
+import logging
 import subprocess
 import sys
 
 import pytest
 
+from seqrev.console import quiet_lightning
 from seqrev.run import train
 
 from conftest import ROOT, TINY, compose_config, run_cli
@@ -46,3 +49,18 @@ def test_piped_into_a_reader_that_stops_it_ends_quietly(finished_run, command):
     stderr = process.stderr.read()
     process.wait(timeout=300)
     assert "Traceback" not in stderr and "BrokenPipeError" not in stderr and "Exception ignored" not in stderr, stderr
+
+
+def test_lightning_lines_reach_the_runs_handlers_even_when_lightning_was_imported_before_them(caplog):
+    logger = logging.getLogger("lightning.pytorch")
+    own = logging.StreamHandler(io.StringIO())  # what `import lightning.pytorch` adds while logging has no handler
+    saved = logger.handlers[:], logger.propagate
+    logger.handlers[:], logger.propagate = [own], False
+    try:
+        quiet_lightning()
+        with caplog.at_level(logging.INFO):
+            logger.info("GPU available: False, used: False")
+        assert own.stream.getvalue() == ""  # not on stderr a second time
+        assert "GPU available: False" in caplog.text  # but where the run's console and train.log are
+    finally:
+        logger.handlers[:], logger.propagate = saved

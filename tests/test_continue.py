@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import PROBES, SCORES, SMALL, pause_at, run_cli, start_paused
+from conftest import PROBES, SCORES, SMALL, job_logs, pause_at, run_cli, start_paused
 
 FOUR_EPOCHS = (*SMALL, "trainer.max_epochs=4")
 
@@ -59,8 +59,8 @@ def test_a_sweep_killed_mid_job_continues_where_it_stopped(tmp_path):
 
     again = run_cli(*line, env=PROBES)
     assert again.returncode == 0, again.stderr[-3000:]
-    assert "skipped (finished)" in again.stdout and "resuming from epoch 2" in again.stdout
-    assert again.stdout.count("took over the lock of a process that is gone") == 1  # job 1's, left by kill -9
+    assert "skipped (finished)" in again.stdout and "resuming from epoch 2" in job_logs(sweep)
+    assert job_logs(sweep).count("took over the lock of a process that is gone") == 1  # job 1's, left by kill -9
     jobs = results(sweep)
     assert sorted(jobs) == ["0", "1", "2"] and all(job["status"] == "ok" for job in jobs.values())
     assert fingerprint(sweep / "0_model=return_state,timesteps=4,units=16,seed=0") == finished_before
@@ -129,7 +129,7 @@ def test_a_job_that_does_not_train_is_counted_under_its_own_word_and_the_sweep_e
     summary = [line for line in done.stdout.splitlines() if line.startswith("sweep finished")]
     assert summary and ": 1 done, 0 failed, 0 skipped, 1 busy;" in summary[0], done.stdout
     assert done.returncode == 2
-    assert done.stderr.strip() == (f"seqrev: 1 job of the sweep did not run: {held.name} (busy: running elsewhere "
+    assert done.stderr.strip() == (f"seqrev: 1 job of the sweep did not finish: {held.name} (busy: running elsewhere "
                                    f"({os.uname().nodename}, {holder.pid}): {held})")
 
 

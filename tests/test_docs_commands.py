@@ -42,7 +42,7 @@ def quick(command: str) -> str | None:
         if "python -m seqrev.train" in part:
             part = f"{part} {QUICK_TRAIN}"
             if "hydra/sweeper=settle" in part:  # one round of two seeds: the least a comparison needs
-                part += " hydra.sweeper.max_seeds=2" + (" hydra.sweeper.params.seed=0,1"
+                part += " hydra.sweeper.initial_seeds=2 hydra.sweeper.max_seeds=2" + (" seed=0,1"
                                                          if "experiment=tutorial_table" in part else "")
             elif " -m " in f"{part} ":  # a sweep keeps its grid but runs its first seed only
                 part = re.sub(r"(?<=\sseed=)(\w+)(,\w+)+", r"\1", part)

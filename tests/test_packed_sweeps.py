@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, SCORES, SMALL, run_cli
+from conftest import ROOT, SCORES, SMALL, job_logs, run_cli
 
 pytestmark = pytest.mark.slow
 
@@ -53,7 +53,7 @@ def test_a_packed_sweep_killed_and_run_again_finishes_every_job_with_the_uninter
     assert not list(sweep.glob("*/results.json"))  # killed mid-training
     again = run_cli(*grid, f"hydra.sweep.dir={sweep}")
     assert again.returncode == 0, again.stderr[-3000:]
-    assert again.stdout.count("resuming from epoch") == 4  # each member says so, as an ordinary job does
+    assert job_logs(sweep).count("resuming from epoch") == 4  # each member says so, as an ordinary job does
     resumed, uninterrupted = job_results(sweep), job_results(tmp_path / "whole")
     assert resumed.keys() == uninterrupted.keys() and len(resumed) == 4
     for name, results in uninterrupted.items():

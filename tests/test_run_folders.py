@@ -96,7 +96,10 @@ def test_the_same_sweep_started_twice_trains_every_job_once(tmp_path):
     both = [subprocess.Popen(line, cwd=ROOT, env=env, text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
             for _ in range(2)]
     outputs = [p.communicate(timeout=600)[0] for p in both]
-    assert all(p.returncode == 0 for p in both), outputs
+    for process, output in zip(both, outputs):  # a job left to the other process is counted and named: exit 2
+        busy = sum(line.startswith("job ") and ": busy: running elsewhere" in line for line in output.splitlines())
+        assert process.returncode == (2 if busy else 0), output
+        assert (f"{busy} busy;" in output) if busy else (" busy" not in output), output
     jobs = sorted(p for p in sweep.iterdir() if p.is_dir() and p.name[0].isdigit())
     assert len(jobs) == 4
     for job in jobs:
@@ -105,7 +108,7 @@ def test_the_same_sweep_started_twice_trains_every_job_once(tmp_path):
         assert not (job / ".seqrev.lock").exists()  # released at the end
     said = "".join(outputs)
     # every job was met twice: trained by one process, left alone ("running elsewhere") or found finished by the other
-    assert said.count("running elsewhere") + said.count("skipped (finished)") == 4, said
+    assert said.count(": busy: running elsewhere (") + said.count("skipped (finished)") == 4, said
     assert "resuming from epoch" not in said
 
 

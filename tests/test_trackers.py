@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import SCORES, SMALL
+from conftest import SCORES, SMALL, job_logs
 
 SWEEP = ("-m", "model=return_state,both_outputs", *SMALL, "trainer.max_epochs=2")
 JOBS = ("0_model=return_state,timesteps=4,units=16,seed=0", "1_model=both_outputs,timesteps=4,units=16,seed=0")
@@ -61,7 +61,7 @@ def test_mlflow_keeps_a_sweep_in_one_experiment_in_a_local_database_and_resumed_
     killed = sweep / JOBS[1]
     kill_after_its_last_checkpoint(killed)
     again = seqrev_train(*line)
-    assert again.returncode == 0 and "resuming from epoch 2" in again.stdout
+    assert again.returncode == 0 and "resuming from epoch 2" in job_logs(sweep)
     after = {run.info.run_name: run for run in client.search_runs([experiment.experiment_id])}
     assert sorted(after) == sorted(JOBS)  # no second run for the resumed job
     assert after[JOBS[1]].info.run_id == runs[JOBS[1]].info.run_id

@@ -168,7 +168,7 @@ class Member:
         if self.alone:  # its run says it, as an ordinary run's failure
             return
         with self.writing_to_its_log():
-            say_failed(message, self.run_dir)
+            say_failed(message, self.run_dir, self.run_dir.parent)
         if not isinstance(error, EXPECTED_ERRORS):
             self.say(traceback.format_exc(), logging.ERROR)
 
