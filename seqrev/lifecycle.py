@@ -74,11 +74,13 @@ def claim(held: ExitStack, run_dir: Path, overrides: list[str] | None = None, sw
             try:
                 epochs = check_checkpoint(last_checkpoint(run_dir))
                 log.info(f"resuming from epoch {epochs}: {run_dir}")
+                _trains(sweep_dir, run_dir)
                 return Claim("resume", resume_from=run_dir)
             except RunDirError as cannot:  # killed before a complete checkpoint existed: start again
                 log.info(f"starting again: {cannot}")
         clear_run(run_dir)
         atomic_write(job_file, lambda handle: handle.write(json.dumps({"overrides": overrides}).encode()))
+        _trains(sweep_dir, run_dir)
         return Claim("run")
     except (RunDirError, OSError) as refused:  # OSError: the folder cannot be written (a full disk)
         if overrides is None:
@@ -95,6 +97,13 @@ def claim(held: ExitStack, run_dir: Path, overrides: list[str] | None = None, sw
             action = "failed"
         _record(sweep_dir, run_dir, action, reason)
         return Claim(action)
+
+
+def _trains(sweep_dir: Path | None, run_dir: Path) -> None:
+    from seqrev.sweepfolder import record_trained
+
+    if sweep_dir is not None:
+        record_trained(sweep_dir, run_dir)
 
 
 def _record(sweep_dir: Path | None, run_dir: Path, status: str, reason: str = "") -> None:

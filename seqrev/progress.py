@@ -74,10 +74,10 @@ def read_folders(sweep_dir: Path, started: float, first_seen: dict[str, float], 
     A folder whose results.json cannot be read as results is not counted until it can. `first_seen`: when
     each job was first seen running. Once the sweep has ended (`final`), a job that began in this start and
     left neither results nor a record is counted as unfinished and named."""
-    from seqrev.sweepfolder import read_outcomes
+    from seqrev.sweepfolder import read_outcomes, read_trained
 
     tally, now = Tally(), time.time()
-    outcomes = read_outcomes(sweep_dir, started)
+    outcomes, trained = read_outcomes(sweep_dir, started), read_trained(sweep_dir)
     for outcome in outcomes.values():
         status = outcome["status"]
         setattr(tally, status, getattr(tally, status) + 1)
@@ -88,9 +88,11 @@ def read_folders(sweep_dir: Path, started: float, first_seen: dict[str, float], 
     for folder in (p for p in sweep_dir.iterdir() if p.is_dir() and not p.name.startswith(".")):
         if folder.name in outcomes:
             continue
+        # another start's job (the same sweep started twice at once) is not this start's to count
+        mine = trained is None or folder.name in trained
         results_file = folder / FILENAME
         try:
-            ended_at = results_file.stat().st_mtime if results_file.is_file() else None
+            ended_at = results_file.stat().st_mtime if mine and results_file.is_file() else None
             results = read_results(results_file) if ended_at is not None and ended_at >= started else {}
         except (OSError, ValueError) as error:  # written by another tool: not counted, and said once
             ended_at, results = None, {}
@@ -103,8 +105,9 @@ def read_folders(sweep_dir: Path, started: float, first_seen: dict[str, float], 
             seen = first_seen.get(folder.name)  # a job too short to be seen running: its own fit time
             tally.durations.append(ended_at - seen if seen is not None else float(results.get("fit_seconds") or 0))
         elif (folder / LOCK_FILE).exists():
-            tally.running += 1
-            first_seen.setdefault(folder.name, now)
+            if mine:
+                tally.running += 1
+                first_seen.setdefault(folder.name, now)
         elif final and _started_since(folder, started):  # began in this start, ended without a word
             tally.unfinished += 1
             tally.not_run[folder.name] = "ended without results: see its train.log"

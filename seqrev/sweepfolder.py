@@ -12,6 +12,8 @@ import json
 import os
 import socket
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Literal, TypedDict
 
@@ -33,10 +35,18 @@ class Outcome(TypedDict):
     reason: str
 
 
-def begin_start() -> str:
-    """Name a new start of a sweep, in this process and the jobs it launches."""
+@contextmanager
+def new_start() -> Iterator[str]:
+    """A new start of a sweep, named in this process and the jobs it launches for as long as it lasts."""
+    before = os.environ.get(START_VARIABLE)
     os.environ[START_VARIABLE] = f"{socket.gethostname()}-{os.getpid()}-{time.time_ns()}"
-    return os.environ[START_VARIABLE]
+    try:
+        yield os.environ[START_VARIABLE]
+    finally:
+        if before is None:
+            os.environ.pop(START_VARIABLE, None)
+        else:
+            os.environ[START_VARIABLE] = before
 
 
 def _outcomes_dir(sweep_dir: Path) -> Path:
@@ -56,6 +66,23 @@ def record_outcome(sweep_dir: Path, job_dir: Path, status: NotRun, reason: str =
     path = _outcomes_dir(sweep_dir) / (name.replace("/", "%2F") + ".json")
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write(path, lambda handle: handle.write(json.dumps(outcome).encode()))
+
+
+def record_trained(sweep_dir: Path, job_dir: Path) -> None:
+    """Record that this start of the sweep trains a job (so that its results are counted as this start's)."""
+    path = _outcomes_dir(sweep_dir) / (job_name(sweep_dir, job_dir).replace("/", "%2F") + ".trains")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.touch()
+
+
+def read_trained(sweep_dir: Path) -> set[str] | None:
+    """The jobs this start of the sweep trains; None when no start is named (then any results written since
+    it began count as its own)."""
+    if not os.environ.get(START_VARIABLE):
+        return None
+    folder = _outcomes_dir(sweep_dir)
+    return {p.name.removesuffix(".trains").replace("%2F", "/") for p in folder.glob("*.trains")} if (
+        folder.is_dir()) else set()
 
 
 def read_outcomes(sweep_dir: Path, since: float) -> dict[str, Outcome]:

@@ -63,14 +63,13 @@ def launch(argv: list[str], task: JobFunction | None = None) -> None:
     import time
 
     from seqrev.runlock import run_folder_lock
+    from seqrev.sweepfolder import new_start
 
     register_plugins()
-    started = time.time()
-    if SWEEP_FLAGS & set(argv):
-        from seqrev.sweepfolder import begin_start
-
-        begin_start()  # its jobs record what they did apart from another start's of the same sweep
+    started, sweep = time.time(), bool(SWEEP_FLAGS & set(argv))
     with ExitStack() as held:
+        if sweep:  # its jobs record what they did apart from another start's of the same sweep
+            held.enter_context(new_start())
         folder = named_run_folder(argv)
         if folder is not None:
             held.enter_context(run_folder_lock(folder))
@@ -80,13 +79,13 @@ def launch(argv: list[str], task: JobFunction | None = None) -> None:
             main(task or JobFunction())()
         finally:
             sys.argv = saved
-    if SWEEP_FLAGS & set(argv):
-        from seqrev.progress import JobsNotRun, read_folders
+        if sweep:
+            from seqrev.progress import JobsNotRun, read_folders
 
-        sweep_dir = output_folder(argv)
-        not_run = read_folders(sweep_dir, started, {}, final=True).not_run if sweep_dir.is_dir() else {}
-        if not_run:
-            raise JobsNotRun(not_run)
+            sweep_dir = output_folder(argv)
+            not_run = read_folders(sweep_dir, started, {}, final=True).not_run if sweep_dir.is_dir() else {}
+            if not_run:
+                raise JobsNotRun(not_run)
 
 
 def register_plugins() -> None:

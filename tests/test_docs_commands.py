@@ -3,7 +3,8 @@
 Each page's ```bash blocks run in order, as one script, in a scratch folder holding a copy of docs/
 (so `cd docs/own_experiment` works and nothing lands in the clone), in a quick mode: every
 `python -m seqrev.train` gets a short epoch budget and small data (a sweep keeps its grid but runs its
-first seed only), `seqrev.bench` gets `--quick`, and `tensorboard --logdir X` reads the events once
+first seed only; a settle sweep one round of two seeds; an Optuna search two trials), `seqrev.bench`
+gets `--quick`, and `tensorboard --logdir X` reads the events once
 (`--inspect`) instead of serving them. Setting up an environment (`python3 -m venv`,
 `. .venv/bin/activate`, `pip install`) and running the tests themselves are left to CI, which does both.
 Templates with placeholders (`<run>`, PART) sit in ```text blocks.
@@ -48,6 +49,8 @@ def quick(command: str) -> str | None:
                 part = re.sub(r"(?<=\sseed=)(\w+)(,\w+)+", r"\1", part)
                 if "experiment=tutorial_table" in part:
                     part += " hydra.sweeper.params.seed=0"
+                if "hparams_search=optuna" in part:  # a search of two trials: the study is made, stored, continued
+                    part += " hydra.sweeper.n_trials=2"
         elif "python -m seqrev.bench" in part:
             part = f"{part} --quick"
         elif part.startswith("tensorboard "):

@@ -152,6 +152,28 @@ def test_the_folders_tell_ended_failed_skipped_refused_busy_and_running_jobs(tmp
     assert line == "sweep: 2/2 ended (1 done, 0 failed, 0 skipped, 1 unfinished), 0 running; 0m05s elapsed"
 
 
+def test_the_same_sweep_started_twice_at_once_counts_in_each_start_only_its_own_jobs(tmp_path):
+    from seqrev.sweepfolder import new_start, record_outcome, record_trained
+
+    started = time.time()
+    for name in ("0_a", "1_b", "2_c"):  # trained meanwhile: 0_a by the first start, 1_b and 2_c by the second,
+        run_result(tmp_path / name, 0.5)  # before the first start reached 2_c
+    with new_start():
+        record_trained(tmp_path, tmp_path / "0_a")
+        record_outcome(tmp_path, tmp_path / "1_b", "busy", "running elsewhere")
+        first = read_folders(tmp_path, started, {}, final=True)
+    with new_start():
+        record_outcome(tmp_path, tmp_path / "0_a", "skipped")
+        record_trained(tmp_path, tmp_path / "1_b")
+        record_trained(tmp_path, tmp_path / "2_c")
+        second = read_folders(tmp_path, started, {}, final=True)
+    assert (first.done, first.skipped, first.busy, first.unfinished) == (1, 0, 1, 0)
+    assert sorted(first.endings) == ["0_a", "1_b"] and first.endings["0_a"].startswith("done")
+    assert first.not_run == {"1_b": "busy: running elsewhere"}
+    assert (second.done, second.skipped, second.busy, second.unfinished) == (2, 1, 0, 0)
+    assert second.endings["0_a"] == "skipped (finished)" and second.endings["2_c"].startswith("done")
+
+
 def test_a_sweep_prints_its_progress_and_ends_with_its_report(tmp_path, seqrev_train):
     sweep = tmp_path / "sweep"
     done = seqrev_train("-m", "model=return_state,both_outputs", "data.n_train=200", "data.n_test=50",

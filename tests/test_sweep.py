@@ -94,7 +94,7 @@ def test_job_folders_name_every_swept_setting_and_the_report_keeps_them_apart(tm
     done = seqrev_train("-m", "data.n_train=200,300", "model.cell=lstm,gru", "trainer.max_epochs=1",
                    f"hydra.sweep.dir={sweep}")
     assert done.returncode == 0, done.stderr[-3000:]
-    names = sorted(p.name for p in sweep.iterdir() if p.is_dir())
+    names = sorted(p.name for p in sweep.iterdir() if p.is_dir() and not p.name.startswith("."))
     assert names == [f"{i}_model=both_outputs,timesteps=4,units=16,seed=0,n_train={n},cell={c}"
                      for i, (n, c) in enumerate([(200, "lstm"), (200, "gru"), (300, "lstm"), (300, "gru")])]
     results = job_results(sweep)
