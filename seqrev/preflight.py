@@ -433,19 +433,26 @@ def basic_sweep_jobs(args: list[str], config_dir: Path) -> list[list[str]] | Non
         return None
 
 
+def subdir_of(cfg: DictConfig, number: int) -> str:
+    """The folder name (`hydra.sweep.subdir`) Hydra gives job `number` of a composed config: its resolvers
+    read Hydra's global config, which this sets (the caller puts back what was there)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    with open_dict(cfg):
+        cfg.hydra.job.num = number
+    HydraConfig.instance().set_config(cfg)
+    return str(cfg.hydra.sweep.subdir)
+
+
 def job_folder_name(overrides: list[str], number: int, args: list[str], config_dir: Path) -> str | None:
-    """The folder name (`hydra.sweep.subdir`) Hydra would give job `number` of these overrides."""
+    """The folder name Hydra would give job `number` of these overrides."""
     from hydra.core.hydra_config import HydraConfig
 
     from seqrev.catalog import compose
 
     hydra_args = [a for a in args if a.lstrip("+~").startswith(("hydra.", "hydra/"))]
     try:
-        cfg = compose([*overrides, *hydra_args], config_dir, with_hydra=True)
-        with open_dict(cfg):
-            cfg.hydra.job.num = number
-        HydraConfig.instance().set_config(cfg)
-        return str(cfg.hydra.sweep.subdir)
+        return subdir_of(compose([*overrides, *hydra_args], config_dir, with_hydra=True), number)
     except Exception:  # noqa: BLE001 - a job that does not compose is refused by Hydra itself
         return None
     finally:

@@ -207,18 +207,14 @@ def plural(n: int, word: str) -> str:
 def refuse_other_jobs(sweeper: Any, sweep_dir: Path, jobs: list[list[str]]) -> None:
     """Before anything is written: RunDirError when a job folder of this sweep's first round holds another
     job (seqrev.preflight's rule for Hydra's basic sweeper, for the settle sweep's own first round)."""
-    from seqrev.preflight import check_job_folders
+    from seqrev.preflight import check_job_folders, subdir_of
 
     def folder_name(number: int, overrides: list[str]) -> str | None:
         from hydra.core.hydra_config import HydraConfig
-        from omegaconf import open_dict
 
         try:
-            cfg = sweeper.hydra_context.config_loader.load_sweep_config(sweeper.config, list(overrides))
-            with open_dict(cfg):
-                cfg.hydra.job.num = number
-            HydraConfig.instance().set_config(cfg)
-            return str(cfg.hydra.sweep.subdir)
+            return subdir_of(sweeper.hydra_context.config_loader.load_sweep_config(sweeper.config, list(overrides)),
+                             number)
         except Exception:  # noqa: BLE001 - a job that does not compose says why when it runs
             return None
         finally:

@@ -105,3 +105,9 @@ def test_a_killed_settle_sweep_run_again_continues_without_training_finished_see
     resumed = json.loads((killed / "results.json").read_text())
     assert resumed["resumed"] is True and resumed["test_acc"] == finished["test_acc"]
     assert "sweep finished" in again.stdout and ": 0 done, 0 failed, 7 skipped" not in again.stdout
+
+    multirun = (sweep / "multirun.yaml").read_bytes()
+    changed = seqrev_train(*line[:-1], "trainer.max_epochs=2", line[-1])  # the same folder, other settings
+    assert changed.returncode == 2 and changed.stderr.count("\n") == 1, changed.stderr
+    assert "0_model=single_default" in changed.stderr and "holds a job with other settings" in changed.stderr
+    assert (sweep / "multirun.yaml").read_bytes() == multirun  # refused before anything was written
