@@ -32,7 +32,7 @@ def own_folder(tmp_path_factory):
 
 def test_a_wiring_of_your_own_runs_sweeps_and_reports_under_its_own_name(own_folder):
     sweep = own_folder / "sweep"
-    jobs = sorted(p.name for p in sweep.iterdir() if p.is_dir())
+    jobs = sorted(p.name for p in sweep.iterdir() if p.is_dir() and not p.name.startswith("."))
     assert jobs[0] == "0_model=reversed_input,timesteps=4,units=16,seed=0,optimizer=adam"
     results = json.loads((sweep / jobs[0] / "results.json").read_text())
     assert results["model"] == "reversed_input" and results["status"] == "ok"
