@@ -73,7 +73,7 @@ def read_folders(sweep_dir: Path, started: float, first_seen: dict[str, float], 
     busy, failed), else ended (ok or failed, results.json written since `started`), else running (locked).
     A folder whose results.json cannot be read as results is not counted until it can. `first_seen`: when
     each job was first seen running. Once the sweep has ended (`final`), a job that began in this start and
-    left neither results nor a record is counted as unfinished and named."""
+    left neither results nor a record (nor, with its lock left behind, ended) is counted as unfinished."""
     from seqrev.sweepfolder import read_outcomes, read_trained
 
     tally, now = Tally(), time.time()
@@ -104,7 +104,7 @@ def read_folders(sweep_dir: Path, started: float, first_seen: dict[str, float], 
             tally.endings[folder.name] = job_ending(results)
             seen = first_seen.get(folder.name)  # a job too short to be seen running: its own fit time
             tally.durations.append(ended_at - seen if seen is not None else float(results.get("fit_seconds") or 0))
-        elif (folder / LOCK_FILE).exists():
+        elif (folder / LOCK_FILE).exists() and not (final and trained is not None and mine):
             if mine:
                 tally.running += 1
                 first_seen.setdefault(folder.name, now)

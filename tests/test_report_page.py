@@ -172,6 +172,14 @@ def test_the_same_sweep_started_twice_at_once_counts_in_each_start_only_its_own_
     assert first.not_run == {"1_b": "busy: running elsewhere"}
     assert (second.done, second.skipped, second.busy, second.unfinished) == (2, 1, 0, 0)
     assert second.endings["0_a"] == "skipped (finished)" and second.endings["2_c"].startswith("done")
+    (tmp_path / "3_d" / ".hydra").mkdir(parents=True)  # the third start's job, killed: its lock left behind
+    (tmp_path / "3_d" / ".hydra" / "config.yaml").write_text("{}")
+    (tmp_path / "3_d" / ".seqrev.lock").write_text("")
+    with new_start():
+        record_trained(tmp_path, tmp_path / "3_d")
+        assert read_folders(tmp_path, started, {}).running == 1
+        assert read_folders(tmp_path, started, {}, final=True).not_run == {
+            "3_d": "ended without results: see its train.log"}
 
 
 def test_a_sweep_prints_its_progress_and_ends_with_its_report(tmp_path, seqrev_train):
