@@ -22,12 +22,12 @@ def fit(*overrides: str) -> RunResults:
 
     if SWEEP_FLAGS & set(overrides):
         raise ConfigError("seqrev.fit makes one run; for a sweep, use the command line: python -m seqrev.train -m ...")
-    argv = prepare(["seqrev.fit", *overrides])
+    argv, resumes = prepare(["seqrev.fit", *overrides])
     saved_env = os.environ.get("HYDRA_FULL_ERROR")
     root = logging.getLogger()
     saved_handlers = list(root.handlers)
     os.environ["HYDRA_FULL_ERROR"] = "1"  # what fails in Hydra's own code is raised, not printed and exited
-    task = JobFunction(in_process=True)
+    task = JobFunction(in_process=True, resumes=resumes)
     try:
         launch(argv, task)
         if task.failure is not None:

@@ -23,7 +23,7 @@ from omegaconf import DictConfig, OmegaConf
 from seqrev.atomic import atomic_write
 from seqrev.errors import EXPECTED_ERRORS, RunDirError, describe_error, storage_problem
 from seqrev.results import FILENAME, RunIdentity, RunResults, describe, read_results, write_results
-from seqrev.rundir import check_checkpoint, last_checkpoint, run_status
+from seqrev.rundir import SavedTraining, last_checkpoint, read_training, run_status
 from seqrev.runlock import LOCK_FILE
 
 JOB_FILE = "job.json"
@@ -32,13 +32,13 @@ log = logging.getLogger("seqrev")
 
 
 class Claim(NamedTuple):
-    """What a job does with its folder: run, resume (from `resume_from`), skip (finished: its `results`),
+    """What a job does with its folder: run, resume (from `saved`, read once), skip (finished: its `results`),
     or nothing: refused (it holds another job), busy (another live process holds it) or failed (it cannot
     be written)."""
 
     action: Literal["run", "resume", "skip", "refused", "busy", "failed"]
     results: RunResults | None = None
-    resume_from: Path | None = None
+    saved: SavedTraining | None = None
 
     @property
     def trains(self) -> bool:
@@ -72,10 +72,10 @@ def claim(held: ExitStack, run_dir: Path, overrides: list[str] | None = None, sw
             return Claim("skip", results=read_results(run_dir / FILENAME))
         if status != "failed" and last_checkpoint(run_dir).is_file():
             try:
-                epochs = check_checkpoint(last_checkpoint(run_dir))
-                log.info(f"resuming from epoch {epochs}: {run_dir}")
+                saved = read_training(last_checkpoint(run_dir))
+                log.info(f"resuming from epoch {saved.epochs}: {run_dir}")
                 _trains(sweep_dir, run_dir)
-                return Claim("resume", resume_from=run_dir)
+                return Claim("resume", saved=saved)
             except RunDirError as cannot:  # killed before a complete checkpoint existed: start again
                 log.info(f"starting again: {cannot}")
         clear_run(run_dir)

@@ -20,24 +20,26 @@ from seqrev.config import validate
 from seqrev.lifecycle import record_interrupt
 from seqrev.publish import Example, log_to_tensorboard, print_report
 from seqrev.results import RunIdentity, RunResults, describe, write_results
-from seqrev.rundir import check_checkpoint, last_checkpoint
+from seqrev.rundir import SavedTraining, last_checkpoint, read_resume
 
 log = logging.getLogger("seqrev")
 
 
-def train(cfg: DictConfig, model_name: str | None = None) -> RunResults:
+def train(cfg: DictConfig, model_name: str | None = None, saved: SavedTraining | None = None) -> RunResults:
     """One run, start to finish: build, fit, score, publish. Raises on failure; the caller records it.
 
-    `model_name` is the name of the model's config file (`model=NAME`); by default the wiring's own."""
+    `model_name` is the name of the model's config file (`model=NAME`); by default the wiring's own. `saved`:
+    the checkpoint it continues from, when the caller has read it (else `cfg.resume`'s, read here)."""
     validate(cfg)
-    datamodule, model, trainer = build(cfg)
+    saved = saved or read_resume(cfg.resume)
+    datamodule, model, trainer = build(cfg, resuming=saved is not None)
     run_dir = Path(cfg.paths.output_dir)
-    resume_from = last_checkpoint(Path(cfg.resume)) if cfg.resume else None
+    resume_from = saved.path if saved else None
     about = describe(cfg, model_name)
     if resume_from is None:
         trackers.log_settings(trainer.loggers, about)
     elif trainer.is_global_zero:
-        trackers.resume_tensorboard(trainer.loggers, check_checkpoint(resume_from))
+        trackers.resume_tensorboard(trainer.loggers, saved.epochs)
     failed = True
     try:
         fit_seconds = fit(trainer, model, datamodule, about, run_dir, resume_from)
@@ -52,8 +54,9 @@ def train(cfg: DictConfig, model_name: str | None = None) -> RunResults:
     return results
 
 
-def build(cfg: DictConfig):
-    """Threads, seeds, then the data module, model and trainer (with callbacks and loggers) from the config."""
+def build(cfg: DictConfig, resuming: bool = False):
+    """Threads, seeds, then the data module, model and trainer (with callbacks and loggers) from the config
+    (`resuming`: its loggers continue the trackers' runs of the run it continues)."""
     import torch
     from hydra.utils import instantiate
     from lightning.pytorch import seed_everything
@@ -70,7 +73,7 @@ def build(cfg: DictConfig):
     for settings in (cfg.get("callbacks") or {}).values():
         callbacks.append(instantiate(settings))
         callback_settings[id(callbacks[-1])] = OmegaConf.to_container(settings, resolve=True)
-    loggers = trackers.make_loggers(cfg, Path(cfg.paths.output_dir), resuming=bool(cfg.get("resume")))
+    loggers = trackers.make_loggers(cfg, Path(cfg.paths.output_dir), resuming=resuming)
     trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=list(loggers.values()) or False, _convert_="all")
     if trainer.is_global_zero:
         trackers.record_ids(loggers, Path(cfg.paths.output_dir))

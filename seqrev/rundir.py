@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import shlex
 from pathlib import Path
+from typing import NamedTuple
 
 from seqrev.errors import RunDirError
 from seqrev.results import FILENAME, read_results
@@ -60,14 +61,43 @@ PACK_STATE = "seqrev_pack"
 """The key of a packed member's own training state in its checkpoints (seqrev.packs)."""
 
 
-def check_checkpoint(path: Path) -> int:
-    """The number of epochs a training checkpoint holds; RunDirError if it is not one that can be continued
-    (Lightning's, with its loops' state, or a pack's member's, with its own)."""
-    return trained_so_far(path)[0]
+class SavedTraining(NamedTuple):
+    """A training checkpoint, read once: where it is, how far its run got, and what it holds. The file's
+    size and time of change when it was read tell whether it is still the same file (`unchanged`)."""
+
+    path: Path
+    epochs: int
+    steps: int
+    contents: dict
+    stamp: tuple[int, int]
+
+    @property
+    def run_dir(self) -> Path:
+        return self.path.parent.parent
+
+    @property
+    def packed(self) -> bool:
+        """Whether a pack's member wrote it (which only a pack continues)."""
+        return PACK_STATE in self.contents
+
+    def unchanged(self) -> bool:
+        return file_stamp(self.path) == self.stamp
 
 
-def trained_so_far(path: Path) -> tuple[int, int]:
-    """The epochs and optimiser steps a training checkpoint holds (check_checkpoint's rule)."""
+def read_resume(run_dir: str | None) -> SavedTraining | None:
+    """The last checkpoint of the run a config's `resume` names, read; None for a config that resumes nothing."""
+    return read_training(last_checkpoint(Path(run_dir))) if run_dir else None
+
+
+def file_stamp(path: Path) -> tuple[int, int]:
+    stat = path.stat()
+    return stat.st_mtime_ns, stat.st_size
+
+
+def read_training(path: Path) -> SavedTraining:
+    """A training checkpoint that can be continued (Lightning's, with its loops' state, or a pack's member's,
+    with its own), read once; RunDirError, in one sentence, for any other file."""
+    stamp = file_stamp(path)
     checkpoint = load_checkpoint(path)
     loop_state = "loops" if PACK_STATE not in checkpoint else PACK_STATE
     if not {"state_dict", loop_state, "optimizer_states", "epoch"} <= checkpoint.keys():
@@ -75,7 +105,7 @@ def trained_so_far(path: Path) -> tuple[int, int]:
     epoch, step = checkpoint["epoch"], checkpoint.get("global_step", 0)
     if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in (epoch + 1, step)):
         raise RunDirError(f"{path} is not a Lightning training checkpoint (its epoch or global_step is not a count).")
-    return epoch + 1, step
+    return SavedTraining(path, epoch + 1, step, checkpoint, stamp)
 
 
 def run_status(run_dir: Path) -> str | None:
@@ -94,8 +124,9 @@ def run_status(run_dir: Path) -> str | None:
         return None
 
 
-def resume_argv(run_dir_arg: str, other_args: list[str]) -> list[str]:
-    """The command-line overrides that continue `run_dir_arg`, or RunDirError saying why it can't be."""
+def resume_argv(run_dir_arg: str, other_args: list[str]) -> tuple[list[str], SavedTraining]:
+    """The command-line overrides that continue `run_dir_arg` and the checkpoint it continues from, or
+    RunDirError saying why it can't be."""
     import yaml  # comes with omegaconf
 
     run_dir = Path(run_dir_arg)
@@ -110,10 +141,11 @@ def resume_argv(run_dir_arg: str, other_args: list[str]) -> list[str]:
     if not last_checkpoint(run_dir).is_file():
         raise RunDirError(f"resume={run_dir_arg!r}: there is no checkpoint to resume from "
                           f"({LAST_CHECKPOINT} is missing; the run stopped before its first epoch ended).")
-    check_budget(run_dir_arg, *trained_so_far(last_checkpoint(run_dir)), other_args)
+    saved = read_training(last_checkpoint(run_dir))
+    check_budget(run_dir_arg, saved.epochs, saved.steps, other_args)
     refuse_instantiation(run_dir_arg, original, other_args)
     original = [o for o in original if o not in other_args]  # what the command line repeats, it says once
-    return original + other_args + [f"hydra.run.dir={quote(str(run_dir))}", f"resume={quote(str(run_dir))}"]
+    return original + other_args + [f"hydra.run.dir={quote(str(run_dir))}", f"resume={quote(str(run_dir))}"], saved
 
 
 def check_longer(run_dir_arg: str, results: dict, original: list[str], other_args: list[str]) -> None:
@@ -179,14 +211,16 @@ def refuse_instantiation(run_dir_arg: str, folder_overrides: list[str], command_
             f"python -m seqrev.train resume={run_dir_arg} {quote(override)}")
 
 
-def rewrite_argv_for_resume(argv: list[str]) -> list[str]:
-    """Expand `resume=<dir>` on a command line (before Hydra parses it); other lines pass unchanged."""
+def rewrite_argv_for_resume(argv: list[str]) -> tuple[list[str], SavedTraining | None]:
+    """Expand `resume=<dir>` on a command line (before Hydra parses it), with the checkpoint it continues
+    from; other lines pass unchanged, with None."""
     resume = [a for a in argv[1:] if a.startswith("resume=")]
     if not resume or any(a in ("-m", "--multirun") for a in argv):
-        return argv
+        return argv, None
     run_dir = override_value(resume[-1])
     rest = [a for a in argv[1:] if not a.startswith("resume=")]
-    return argv[:1] + resume_argv(run_dir, rest)
+    overrides, saved = resume_argv(run_dir, rest)
+    return argv[:1] + overrides, saved
 
 
 def refuse_existing_results(argv: list[str]) -> None:

@@ -16,6 +16,7 @@ import shutil
 import sys
 from contextlib import ExitStack
 from pathlib import Path
+from typing import NamedTuple
 
 import hydra
 from hydra.errors import HydraException
@@ -24,7 +25,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from seqrev.catalog import CONFIG_DIR, HYDRA_CONFIG_PATH
 from seqrev.config import SWEPT
-from seqrev.errors import EXPECTED_ERRORS, ConfigError, describe_error
+from seqrev.errors import EXPECTED_ERRORS, ConfigError, RunDirError, describe_error
 from seqrev.preflight import (
     SWEEP_FLAGS,
     check_command_line,
@@ -34,12 +35,19 @@ from seqrev.preflight import (
     swept_keys,
 )
 from seqrev.results import RunResults
-from seqrev.rundir import quote, refuse_existing_results, rewrite_argv_for_resume
+from seqrev.rundir import SavedTraining, quote, refuse_existing_results, rewrite_argv_for_resume
 
 log = logging.getLogger("seqrev")
 
 
-def prepare(argv: list[str]) -> list[str]:
+class CommandLine(NamedTuple):
+    """A checked command line, and the checkpoint its `resume=` continues from (read once, here)."""
+
+    argv: list[str]
+    resumes: SavedTraining | None = None
+
+
+def prepare(argv: list[str]) -> CommandLine:
     """A command line checked (ConfigError, RunDirError in one sentence) and with `resume=` expanded."""
     check_command_line(argv, CONFIG_DIR)
     if SWEEP_FLAGS & set(argv):
@@ -49,10 +57,10 @@ def prepare(argv: list[str]) -> list[str]:
     swept = swept_keys(argv)
     if swept:  # job folders name what the sweep varies
         argv = [*argv, f"+hydra.job.env_set.{SWEPT}={quote(','.join(swept))}"]
-    argv = rewrite_argv_for_resume(argv)
+    argv, resumes = rewrite_argv_for_resume(argv)
     refuse_existing_results(argv)
     check_sweep_folder(argv, CONFIG_DIR)
-    return pin_sweep_folder(argv, CONFIG_DIR)
+    return CommandLine(pin_sweep_folder(argv, CONFIG_DIR), resumes)
 
 
 def launch(argv: list[str], task: JobFunction | None = None) -> None:
@@ -114,10 +122,11 @@ def named_run_folder(argv: list[str]) -> Path | None:
 class JobFunction:
     """What Hydra calls for each run or sweep job: the job, and the metric a sweeper optimises. Under
     `seqrev.fit` (`in_process`), failures are kept for it to raise (past Hydra, which would print a line of
-    its own), and so are the results of every job that finished."""
+    its own), and so are the results of every job that finished. `resumes`: the checkpoint a single run's
+    `resume=` continues from, as `prepare` read it."""
 
-    def __init__(self, in_process: bool = False) -> None:
-        self.in_process = in_process
+    def __init__(self, in_process: bool = False, resumes: SavedTraining | None = None) -> None:
+        self.in_process, self.resumes = in_process, resumes
         self.results: list[RunResults] = []
         self.failure: Exception | None = None
 
@@ -125,7 +134,7 @@ class JobFunction:
         from seqrev.lifecycle import metric
 
         try:
-            results = job(cfg, self.in_process)
+            results = job(cfg, self.in_process, self.resumes)
         except Exception as error:
             if not self.in_process:
                 raise
@@ -136,15 +145,17 @@ class JobFunction:
         return metric(cfg, results)
 
 
-def job(cfg: DictConfig, in_process: bool = False) -> RunResults | None:
+def job(cfg: DictConfig, in_process: bool = False, resumes: SavedTraining | None = None) -> RunResults | None:
     """One run or sweep job through its lifecycle (seqrev.lifecycle): its folder's lock held to its end; in
     a sweep, a job whose folder another live process holds left to it, a finished one skipped, a killed one
-    resumed, a failed one recorded while the sweep goes on. None when nothing finished."""
+    resumed, a failed one recorded while the sweep goes on. None when nothing finished. `resumes`: the
+    checkpoint a single run continues from, already read (else it is read here, once)."""
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
     from seqrev.console import quiet_storage_errors_in_threads, sweep_job_console
     from seqrev.lifecycle import claim, record_failure, say_failed
+    from seqrev.rundir import read_resume
 
     logging.raiseExceptions = False  # a full disk must not turn every later log line into a traceback
     quiet_storage_errors_in_threads()
@@ -159,10 +170,12 @@ def job(cfg: DictConfig, in_process: bool = False) -> RunResults | None:
                         Path(hydra_cfg.sweep.dir) if sweep else None)
         if not claimed.trains:
             return claimed.results
-        if claimed.action == "resume":
-            cfg.resume = str(claimed.resume_from)
+        if resumes is not None and not resumes.unchanged():  # written after prepare() read it, before the lock
+            raise RunDirError(f"{resumes.path} changed after it was checked (another process wrote it); "
+                              "run the command again.")
         try:
-            return train_by_its_engine(cfg, model_name)
+            saved = claimed.saved or resumes or read_resume(cfg.get("resume"))
+            return train_by_its_engine(cfg, model_name, saved)
         except Exception as error:  # noqa: BLE001 - every failure is recorded in results.json
             if isinstance(error, ConfigError) and not sweep:  # nothing ran: leave no half-made folder behind
                 remove_if_only_hydra_files(run_dir)
@@ -177,17 +190,16 @@ def job(cfg: DictConfig, in_process: bool = False) -> RunResults | None:
             return None
 
 
-def train_by_its_engine(cfg: DictConfig, model_name: str | None) -> RunResults:
-    """seqrev.run.train (Lightning's engines), or a pack of one for a run that continues a pack's member."""
+def train_by_its_engine(cfg: DictConfig, model_name: str | None, saved: SavedTraining | None) -> RunResults:
+    """seqrev.run.train (Lightning's engines), or a pack of one for a run that continues a pack's member;
+    `saved`: the checkpoint it continues from."""
     from seqrev.run import train
-    from seqrev.rundir import PACK_STATE, last_checkpoint, load_checkpoint
 
-    saved = load_checkpoint(last_checkpoint(Path(cfg.resume))) if cfg.get("resume") else None
-    if saved is not None and PACK_STATE in saved:
+    if saved is not None and saved.packed:
         from seqrev.packs.recipe import train_alone
 
         return train_alone(cfg, model_name, saved)
-    return train(cfg, model_name)
+    return train(cfg, model_name, saved)
 
 
 def remove_if_only_hydra_files(run_dir: Path) -> None:
@@ -216,7 +228,7 @@ def cli() -> None:
     """The command line's policy: every failure one sentence and a status (2: the input, 1: anything
     else), full tracebacks only when HYDRA_FULL_ERROR=1 asks for them."""
     try:
-        argv = prepare(sys.argv)
+        argv, resumes = prepare(sys.argv)
     except EXPECTED_ERRORS as error:
         fail(str(error))
     # What fails in Hydra's own code (writing .hydra/ on a full disk, a launcher) comes back here rather
@@ -224,7 +236,7 @@ def cli() -> None:
     os.environ[TRACEBACKS_ENV] = "1" if wants_tracebacks() else "0"
     os.environ["HYDRA_FULL_ERROR"] = "1"
     try:
-        launch(argv)
+        launch(argv, JobFunction(resumes=resumes))
     except Exception as error:  # noqa: BLE001 - one sentence for anything job() itself did not say
         if wants_tracebacks():
             raise

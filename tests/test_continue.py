@@ -192,7 +192,7 @@ def test_what_a_sweep_job_does_with_its_folder_follows_its_results(tmp_path, sta
     with ExitStack() as held:
         claimed = claim(held, job, overrides)
     assert claimed.action == action
-    assert (claimed.resume_from == job) == (action == "resume")
+    assert (claimed.saved is not None and claimed.saved.run_dir == job) == (action == "resume")
     assert (job / "checkpoints" / "last.ckpt").exists() == (action != "run")
 
 

@@ -240,8 +240,8 @@ def test_a_crafted_target_in_a_folders_overrides_is_refused_unless_the_command_l
         with pytest.raises(RunDirError, match="would have code instantiated on the folder's say-so") as refused:
             rewrite_argv_for_resume(["seqrev.train", f"resume={run}"])
         assert repr(override) in str(refused.value) and "\n" not in str(refused.value)
-        assert override in rewrite_argv_for_resume(["seqrev.train", f"resume={run}", override])  # the user's say-so
+        assert override in rewrite_argv_for_resume(["seqrev.train", f"resume={run}", override])[0]  # the user's say-so
     (run / ".hydra" / "overrides.yaml").write_text(
         yaml.safe_dump(["callbacks.epoch_log._target_=seqrev.callbacks.EpochLog"]))
     assert "callbacks.epoch_log._target_=seqrev.callbacks.EpochLog" in rewrite_argv_for_resume(
-        ["seqrev.train", f"resume={run}"])
+        ["seqrev.train", f"resume={run}"])[0]

@@ -144,3 +144,86 @@ def test_a_members_folder_resumed_from_before_its_last_logged_epoch_shows_each_e
     again = seqrev_train(f"resume={member}", "trainer.max_epochs=3")
     assert again.returncode == 0, again.stderr[-2000:]
     assert scalars(member, "val/loss") == [0, 1, 2] and len(scalars(member, "test/acc")) == 1
+
+
+@pytest.fixture
+def checkpoint_reads(monkeypatch):
+    """Every read of a `last.ckpt` from now on, as ("seqrev" | "lightning", path): Lightning's own are those
+    made from inside Lightning's code (it reads through seqrev's CheckpointIO)."""
+    import traceback
+
+    reads, load = [], torch.load
+
+    def counted(path, *args, **kwargs):
+        if str(path).endswith("last.ckpt"):
+            inside = any("/lightning/" in frame.filename for frame in traceback.extract_stack())
+            reads.append(("lightning" if inside else "seqrev", Path(path)))
+        return load(path, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "load", counted)
+    return reads
+
+
+def test_a_resume_reads_its_checkpoint_once_before_lightning_does(tmp_path, seqrev_train, checkpoint_reads,
+                                                                   packed_seeds_0_1_two_epochs):
+    """What a resume learns from its checkpoint (that it is one, its epochs and steps, which engine wrote
+    it, TensorBoard's restart) travels as a value: one read by seqrev, then Lightning's own, for a run, a
+    sweep's killed job and a pack's member."""
+    run = tmp_path / "run"
+    assert seqrev_train(*SMALL, "trainer.max_epochs=1", f"hydra.run.dir={run}").returncode == 0
+    checkpoint_reads.clear()
+    assert seqrev_train(f"resume={run}", "trainer.max_epochs=2").returncode == 0
+    assert checkpoint_reads == [("seqrev", run / "checkpoints" / "last.ckpt"),
+                                ("lightning", run / "checkpoints" / "last.ckpt")]
+
+    sweep = tmp_path / "sweep"
+    line = ("-m", "seed=0", *SMALL, "trainer.max_epochs=2", f"hydra.sweep.dir={sweep}")
+    assert seqrev_train(*line).returncode == 0
+    job = next(sweep.glob("0_*"))
+    (job / "results.json").unlink()  # as a kill after its last checkpoint leaves it
+    checkpoint_reads.clear()
+    assert seqrev_train(*line).returncode == 0
+    assert [who for who, path in checkpoint_reads if path.is_relative_to(job)] == ["seqrev", "lightning"]
+
+    sweep = copy_of(packed_seeds_0_1_two_epochs, tmp_path / "packed")
+    for member in sweep.glob("[01]_*"):
+        (member / "results.json").unlink()
+    checkpoint_reads.clear()
+    assert seqrev_train(*PACKED_TWO_SEEDS, "trainer.max_epochs=2", f"hydra.sweep.dir={sweep}").returncode == 0
+    assert sorted(checkpoint_reads) == sorted(("seqrev", m / "checkpoints" / "last.ckpt") for m in sweep.glob("[01]_*"))
+    member = next(sweep.glob("0_*"))
+    (member / "results.json").unlink()
+    checkpoint_reads.clear()
+    assert seqrev_train(f"resume={member}").returncode == 0  # a pack of one: no Lightning loop reads it
+    assert checkpoint_reads == [("seqrev", member / "checkpoints" / "last.ckpt")]
+
+
+def test_a_checkpoint_written_between_its_check_and_the_runs_lock_is_refused_and_nothing_is_changed(tmp_path):
+    """The checkpoint a resume continues from is read once, before the run's folder is locked: one another
+    process wrote in between is not trained from; the run says so in one sentence and leaves the folder's
+    results as they were."""
+    import logging
+    import os
+
+    from hydra.core.hydra_config import HydraConfig
+
+    import seqrev
+    from seqrev.train import JobFunction, launch, prepare
+
+    run = tmp_path / "run"
+    seqrev.fit(*SMALL, "trainer.max_epochs=1", f"hydra.run.dir={run}")
+    before = (run / "results.json").read_bytes()
+    argv, resumes = prepare(["seqrev.train", f"resume={run}", "trainer.max_epochs=2"])
+    assert resumes.epochs == 1 and resumes.unchanged()
+    os.utime(resumes.path, ns=(resumes.stamp[0] + 10**9,) * 2)  # as another process's later write leaves it
+    task, root = JobFunction(in_process=True, resumes=resumes), logging.getLogger()
+    handlers = list(root.handlers)
+    try:
+        launch(argv, task)
+    finally:
+        for handler in set(root.handlers) - set(handlers):  # the run's log file, closed
+            root.removeHandler(handler)
+            handler.close()
+        HydraConfig.instance().cfg = None
+    assert isinstance(task.failure, RunDirError) and "changed after it was checked" in str(task.failure)
+    assert (run / "results.json").read_bytes() == before

@@ -294,7 +294,6 @@ def _run_pack(hydra_context: HydraContext, config: DictConfig, unit: Unit,
     from seqrev.lifecycle import claim, metric
     from seqrev.packs.recipe import Member, train_pack
     from seqrev.results import describe
-    from seqrev.rundir import PACK_STATE, last_checkpoint, load_checkpoint
 
     returns: dict[int, JobReturn] = {}
     members: dict[int, Member] = {}
@@ -314,19 +313,18 @@ def _run_pack(hydra_context: HydraContext, config: DictConfig, unit: Unit,
             ret.return_value = metric(cfg, job.results)
             if not job.trains:
                 continue
-            saved = load_checkpoint(last_checkpoint(job.resume_from)) if job.action == "resume" else None
-            choice = choose(Job(cfg, model_name, continues=saved and ("packed" if PACK_STATE in saved else
-                                                                      "lightning")), packing=True)
+            continues = None if job.saved is None else "packed" if job.saved.packed else "lightning"
+            choice = choose(Job(cfg, model_name, continues=continues), packing=True)
             if choice.engine != "packed":
                 log.info(f"packed launcher: job #{idx} runs as an ordinary job: {choice.reason}")
                 ordinary.append((idx, overrides))
                 continue
             handler = logging.FileHandler(run_dir / "train.log")
             handler.setFormatter(logging.Formatter("[%(asctime)s][%(name)s][%(levelname)s] %(message)s"))
-            members[idx] = Member(cfg, model_name, describe(cfg, model_name), job.resume_from, saved, handler)
+            members[idx] = Member(cfg, model_name, describe(cfg, model_name), job.saved, handler)
         groups: dict[tuple[int, str], list[Member]] = {}
         for member in members.values():  # a killed pack's members may have saved different epochs last
-            epochs = 0 if member.checkpoint is None else int(member.checkpoint["epoch"]) + 1
+            epochs = 0 if member.saved is None else member.saved.epochs
             groups.setdefault((epochs, pack_key(member.cfg, member.model_name)), []).append(member)
         for group in groups.values():
             train_pack(group)

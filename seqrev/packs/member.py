@@ -21,7 +21,7 @@ from omegaconf import DictConfig
 
 from seqrev import trackers
 from seqrev.results import RunIdentity, RunResults
-from seqrev.rundir import PACK_STATE, last_checkpoint
+from seqrev.rundir import PACK_STATE, SavedTraining
 
 
 @dataclass
@@ -31,8 +31,7 @@ class Member:
     cfg: DictConfig
     model_name: str
     about: RunIdentity
-    resume_from: Path | None = None
-    checkpoint: dict[str, Any] | None = None  # the one it resumes from, until the pack's optimiser has its state
+    saved: SavedTraining | None = None  # the checkpoint it continues from
     log_file: logging.Handler | None = None
     model: Any = None  # its own wiring: the weights it starts from and, when it leaves the pack, ends with
     data: Any = None
@@ -83,22 +82,23 @@ class Member:
         self.data.prepare()
         self.model = instantiate(self.cfg.model)
         self.callbacks = {name: instantiate(settings) for name, settings in (self.cfg.get("callbacks") or {}).items()}
-        if self.checkpoint is not None:
-            saved = self.checkpoint
+        if self.saved is not None:
+            saved = self.saved.contents
             self.model.load_state_dict(saved["state_dict"])
             self.data.load_state_dict(saved[type(self.data).__qualname__])
             for callback in self.callbacks.values():
                 if callback.state_key in saved.get("callbacks", {}):
                     callback.load_state_dict(saved["callbacks"][callback.state_key])
             self.epochs, self.global_step = int(saved["epoch"]) + 1, int(saved["global_step"])
-            self.say(f"resuming from epoch {self.epochs}: {last_checkpoint(self.run_dir)}")
-        self.loggers = trackers.make_loggers(self.cfg, self.run_dir, self.resume_from is not None)
+            self.say(f"resuming from epoch {self.epochs}: {self.saved.path}")
+        self.loggers = trackers.make_loggers(self.cfg, self.run_dir, self.saved is not None)
         trackers.record_ids(self.loggers, self.run_dir)
-        if self.checkpoint is not None:
+        if self.saved is not None:
             trackers.resume_tensorboard(list(self.loggers.values()), self.epochs)
-        if self.resume_from is None:
+        else:
             trackers.log_settings(list(self.loggers.values()), self.about)
-        announce(self.say, self.about, self.model, max_epochs, self.callbacks.get("early_stopping"), self.resume_from,
+        announce(self.say, self.about, self.model, max_epochs, self.callbacks.get("early_stopping"),
+                 self.saved and self.run_dir,
                  f", trained in a pack of {pack_size} (hydra/launcher=packed)")
 
     def end_epoch(self, epoch: int, max_epochs: int, metrics: dict[str, float]) -> tuple[bool, list[Path]]:
@@ -153,7 +153,7 @@ class Member:
         scores = final_scores(model, data, val, test, self.epochs, bool(stopper and stopper.stopped_epoch > 0), {},
                               tested(self.global_step, validated=True), self.callbacks.get("history"))
         results = RunResults(**self.about, status="ok", **scores, fit_seconds=round(fit_seconds, 3),
-                             resumed=self.resume_from is not None, run_dir=str(self.run_dir))
+                             resumed=self.saved is not None, run_dir=str(self.run_dir))
         with self.writing_to_its_log():
             publish(list(self.loggers.values()), self.epochs, results, test_examples(model, data, self.cfg.examples))
         self.results = results

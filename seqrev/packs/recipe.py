@@ -14,8 +14,6 @@ from __future__ import annotations
 import logging
 import math
 import time
-from pathlib import Path
-from typing import Any
 
 import torch
 from omegaconf import DictConfig
@@ -26,6 +24,7 @@ from seqrev.metrics import SequenceScores
 from seqrev.packs import layers
 from seqrev.packs.member import Member
 from seqrev.results import RunResults
+from seqrev.rundir import SavedTraining
 
 log = logging.getLogger("seqrev")
 
@@ -58,7 +57,7 @@ class PackRun:
                 member.fail(error)
         if not self.active:
             return
-        saved = [member.checkpoint for member in self.active]
+        saved = [member.saved and member.saved.contents for member in self.active]
         self.pack = layers.Pack([member.model for member in self.active], on,
                                 [c["optimizer_states"][0] for c in saved] if saved[0] else None,
                                 saved[0]["lr_schedulers"][0] if saved[0] and saved[0]["lr_schedulers"] else None,
@@ -257,14 +256,14 @@ def _train_pack(members: list[Member]) -> None:
     run.cleanup()
 
 
-def train_alone(cfg: DictConfig, model_name: str | None, saved: dict[str, Any]) -> RunResults:
+def train_alone(cfg: DictConfig, model_name: str | None, saved: SavedTraining) -> RunResults:
     """A single run that continues a pack's member (`saved`: its checkpoint), which only a pack trains: as
     a pack of one, ending as seqrev.run.train ends (its results; what made it fail raised)."""
     from seqrev.engines import Job, choose
     from seqrev.results import describe
 
     choose(Job(cfg, model_name, continues="packed"))  # RunDirError when a pack cannot train it
-    member = Member(cfg, model_name, describe(cfg, model_name), Path(cfg.resume), saved, alone=True)
+    member = Member(cfg, model_name, describe(cfg, model_name), saved, alone=True)
     try:
         train_pack([member])
     except KeyboardInterrupt:  # as Lightning ends a run on Ctrl-C, its interrupt recorded
