@@ -76,9 +76,10 @@ def training_checkpoint(model: LightningModule, datamodule: LightningDataModule,
                   "callbacks": {callback.state_key: state for callback in callbacks
                                 if (state := callback.state_dict())},  # as Lightning: none that are empty
                   type(datamodule).__qualname__: datamodule.state_dict(),
-                  model.CHECKPOINT_HYPER_PARAMS_KEY: dict(model.hparams)}
-    if hasattr(model, "_hparams_name"):  # as Lightning records how the hyperparameters were given
-        checkpoint[model.CHECKPOINT_HYPER_PARAMS_NAME] = model._hparams_name
+                  model.CHECKPOINT_HYPER_PARAMS_KEY: dict(model.hparams),
+                  # How the hyperparameters were given, as Lightning records it: a wiring saves all of its
+                  # constructor's arguments (`save_hyperparameters()` with no names), which Lightning calls "kwargs".
+                  model.CHECKPOINT_HYPER_PARAMS_NAME: "kwargs"}
     model.on_save_checkpoint(checkpoint)
     return checkpoint
 
