@@ -14,9 +14,7 @@ from collections.abc import Iterator
 import torch
 from lightning.pytorch import LightningDataModule
 
-from seqrev.tasks import is_padded, make_pairs
-
-Batch = tuple[torch.Tensor, torch.Tensor]
+from seqrev.tasks import Batch, is_padded, make_pairs
 
 
 class Batches:

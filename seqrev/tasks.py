@@ -13,6 +13,9 @@ from dataclasses import dataclass
 
 import torch
 
+Batch = tuple[torch.Tensor, torch.Tensor]
+"""A batch as data modules give it and models take it: one-hot inputs (N, T, C) and target symbols (N, T)."""
+
 TargetFunction = Callable[[torch.Tensor, torch.Tensor, int], torch.Tensor]
 """(symbols (N, T), lengths (N,), pad) -> targets (N, T): symbols past a length are `pad` on the way in,
 and a target shorter than its input is filled with `pad` on the way out."""

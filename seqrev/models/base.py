@@ -18,10 +18,7 @@ from torch import nn
 from seqrev.errors import diverged
 from seqrev.layers import Cell, Init, dense_layer, recurrent_layer, trainable_parameters
 from seqrev.metrics import SequenceScores, token_loss
-from seqrev.tasks import scored_positions, until_end
-
-Batch = tuple[torch.Tensor, torch.Tensor]
-
+from seqrev.tasks import Batch, scored_positions, until_end
 
 KERAS_ADAM = {"_target_": "torch.optim.Adam", "lr": 1e-3, "eps": 1e-7}
 """Keras' Adam defaults: lr 1e-3 and epsilon 1e-7 (PyTorch's is 1e-8)."""

@@ -29,7 +29,7 @@ class Member:
     """One job of a pack: its resolved config and folder and, once set up, its own model, data and callbacks."""
 
     cfg: DictConfig
-    model_name: str
+    model_name: str | None
     about: RunIdentity
     saved: SavedTraining | None = None  # the checkpoint it continues from
     log_file: logging.Handler | None = None
@@ -106,7 +106,7 @@ class Member:
         best.ckpt and last.ckpt. Whether it stops, and the checkpoint files due now; raises if it diverged."""
         from seqrev.callbacks import epoch_line
         from seqrev.errors import diverged
-        from seqrev.packs.monitoring import checkpoint_path, should_save, should_stop
+        from seqrev.packs.monitoring import file_written, should_save, should_stop
 
         self.epochs = epoch + 1
         self.val = {key: metrics[f"val/{key}"] for key in ("loss", "acc")}
@@ -122,7 +122,7 @@ class Member:
         stopper = self.callbacks.get("early_stopping")
         stop = stopper is not None and should_stop(stopper, metrics[stopper.monitor], epoch)
         checkpoints = [self.callbacks[n] for n in ("model_checkpoint", "last_checkpoint") if n in self.callbacks]
-        due = [checkpoint_path(c) for c in checkpoints if should_save(c, metrics.get(c.monitor))]
+        due = [file_written(c) for c in checkpoints if should_save(c, metrics.get(c.monitor))]
         return stop, due
 
     def training_checkpoint(self, weights: dict[str, torch.Tensor], optimizer_state: dict[str, Any],

@@ -34,7 +34,7 @@ def should_stop(stopper: EarlyStopping, value: float, epoch: int) -> bool:
     return stop
 
 
-def checkpoint_path(callback: ModelCheckpoint) -> Path:
+def file_written(callback: ModelCheckpoint) -> Path:
     """The one file a `save_top_k=1` ModelCheckpoint with a fixed `filename` writes."""
     return Path(callback.dirpath) / f"{callback.filename}{callback.FILE_EXTENSION}"
 
@@ -42,7 +42,7 @@ def checkpoint_path(callback: ModelCheckpoint) -> Path:
 def should_save(callback: ModelCheckpoint, value: float | None) -> bool:
     """ModelCheckpoint's rule at `save_top_k=1`: without a monitor, every epoch; with one, the first value
     and each better than the best so far (NaN counts as the worst); records the new best."""
-    path = str(checkpoint_path(callback))
+    path = str(file_written(callback))
     callback.last_model_path = ""
     if callback.monitor is None:
         callback.best_model_path = path
