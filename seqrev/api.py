@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 
 from seqrev.results import RunResults
 
@@ -16,17 +15,15 @@ def fit(*overrides: str) -> RunResults:
     """
     from hydra.core.hydra_config import HydraConfig
 
+    from seqrev.commandline import is_sweep
     from seqrev.errors import ConfigError
-    from seqrev.preflight import SWEEP_FLAGS
     from seqrev.train import JobFunction, launch, prepare
 
-    if SWEEP_FLAGS & set(overrides):
+    if is_sweep(list(overrides)):
         raise ConfigError("seqrev.fit makes one run; for a sweep, use the command line: python -m seqrev.train -m ...")
     argv, resumes = prepare(["seqrev.fit", *overrides])
-    saved_env = os.environ.get("HYDRA_FULL_ERROR")
     root = logging.getLogger()
     saved_handlers = list(root.handlers)
-    os.environ["HYDRA_FULL_ERROR"] = "1"  # what fails in Hydra's own code is raised, not printed and exited
     task = JobFunction(in_process=True, resumes=resumes)
     try:
         launch(argv, task)
@@ -34,10 +31,6 @@ def fit(*overrides: str) -> RunResults:
             raise task.failure
         return task.results[-1]
     finally:
-        if saved_env is None:
-            os.environ.pop("HYDRA_FULL_ERROR", None)
-        else:
-            os.environ["HYDRA_FULL_ERROR"] = saved_env
         for handler in set(root.handlers) - set(saved_handlers):  # the run's log file is closed with it
             root.removeHandler(handler)
             handler.close()

@@ -14,35 +14,32 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from seqrev.commandline import given, is_sweep, overrides_on, quote
 from seqrev.errors import ConfigError
-
-SWEEP_FLAGS = {"-m", "--multirun"}
 
 
 def check_command_line(argv: list[str], config_dir: Path) -> None:
     """ConfigError for the first thing on `argv` (a `python -m seqrev.train` line) Hydra would refuse."""
-    args = [a for a in argv[1:] if not a.startswith("-")]
+    args = overrides_on(argv)
     check_group_choices(args, [config_dir, *search_path(args)])
-    if "trainer=ddp" in args and SWEEP_FLAGS & set(argv):
+    if "trainer=ddp" in args and is_sweep(argv):
         raise ConfigError("trainer=ddp is for a single run and cannot be combined with -m (Lightning's DDP "
                           "re-launches the whole sweep in every process); run the sweep with "
                           "hydra/launcher=joblib, or several single trainer=ddp runs.")
     check_keys(args, config_dir)
-    if SWEEP_FLAGS & set(argv):
+    if is_sweep(argv):
         check_launcher(args, config_dir)
     check_writable(argv)
 
 
 def _folder_key(argv: list[str]) -> str:
-    return "hydra.sweep.dir=" if SWEEP_FLAGS & set(argv) else "hydra.run.dir="
+    return "hydra.sweep.dir" if is_sweep(argv) else "hydra.run.dir"
 
 
 def output_folder(argv: list[str]) -> Path:
     """The folder a run or sweep writes into: the one given on the command line, else (within) `outputs`."""
-    from seqrev.rundir import override_value
-
-    given = [override_value(a) for a in argv[1:] if a.startswith(_folder_key(argv))]
-    return Path(given[-1] if given else "outputs").absolute()
+    folders = given(argv, _folder_key(argv))
+    return Path(folders[-1] if folders else "outputs").absolute()
 
 
 def check_writable(argv: list[str]) -> None:
@@ -59,20 +56,20 @@ def check_writable(argv: list[str]) -> None:
     read_only = bool(os.statvfs(existing).f_flag & os.ST_RDONLY)
     why = "the file system is read-only" if read_only else "permission denied"
     raise ConfigError(f"cannot write the run folder {target}: {why} at {existing}; choose another folder with "
-                      f"{key}PATH.")
+                      f"{key}=PATH.")
 
 
 def swept_keys(argv: list[str]) -> list[str]:
     """The keys a sweep's command line gives several values (`a=1,2`, `range(...)`, `glob(...)`)."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
-    if not SWEEP_FLAGS & set(argv):
+    if not is_sweep(argv):
         return []
     try:
-        overrides = OverridesParser.create().parse_overrides([a for a in argv[1:] if not a.startswith("-")])
+        parsed = OverridesParser.create().parse_overrides(overrides_on(argv))
     except Exception:  # noqa: BLE001 - Hydra will say what is wrong with the line
         return []
-    return [o.key_or_group for o in overrides if o.is_sweep_override() and not o.is_hydra_override()]
+    return [o.key_or_group for o in parsed if o.is_sweep_override() and not o.is_hydra_override()]
 
 
 def search_path(args: list[str]) -> list[Path]:
@@ -367,12 +364,12 @@ def check_sweep_folder(argv: list[str], config_dir: Path) -> None:
     the job that folder holds (its job.json): else RunDirError, before Hydra writes anything (multirun.yaml
     included). Checked here for Hydra's basic sweeper, whose jobs the command line alone decides; the settle
     sweeper checks its first round itself, and every job is checked again as it starts (lifecycle.claim)."""
-    if not SWEEP_FLAGS & set(argv) or not any(a.startswith("hydra.sweep.dir=") for a in argv[1:]):
+    if not is_sweep(argv) or not given(argv, "hydra.sweep.dir"):
         return
     sweep_dir = output_folder(argv)
     if not sweep_dir.is_dir() or not any(sweep_dir.glob("*/job.json")):
         return
-    args = [a for a in argv[1:] if not a.startswith("-")]
+    args = overrides_on(argv)
     jobs = basic_sweep_jobs(args, config_dir)
     if jobs is not None:
         check_job_folders(sweep_dir, jobs, lambda number, job: job_folder_name(job, number, args, config_dir))
@@ -463,11 +460,10 @@ def pin_sweep_folder(argv: list[str], config_dir: Path) -> list[str]:
     """A sweep's command line with its folder named (`hydra.sweep.dir=`, by default one named after the time
     now, as Hydra would name it), so that the command line can read what its jobs recorded once it ends."""
     from seqrev.catalog import compose
-    from seqrev.rundir import quote
 
-    if not SWEEP_FLAGS & set(argv) or any(a.startswith("hydra.sweep.dir=") for a in argv[1:]):
+    if not is_sweep(argv) or given(argv, "hydra.sweep.dir"):
         return argv
-    first = first_job([a for a in argv[1:] if not a.startswith("-")])
+    first = first_job(overrides_on(argv))
     try:
         folder = str(compose(first or [], config_dir, with_hydra=True).hydra.sweep.dir)
     except Exception:  # noqa: BLE001 - Hydra says what is wrong with the line when it runs it

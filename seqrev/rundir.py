@@ -11,20 +11,11 @@ import shlex
 from pathlib import Path
 from typing import NamedTuple
 
+from seqrev.commandline import given, is_sweep, quote
 from seqrev.errors import RunDirError
 from seqrev.results import FILENAME, read_results
 
 LAST_CHECKPOINT = Path("checkpoints") / "last.ckpt"
-
-
-def quote(value: str) -> str:
-    """Quote a value for Hydra's override grammar (run names contain ',' and '=')."""
-    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
-
-
-def override_value(arg: str) -> str:
-    """The value of a `key=value` override as the user meant it, quotes taken off."""
-    return arg.split("=", 1)[1].strip("'\"")
 
 
 def last_checkpoint(run_dir: Path) -> Path:
@@ -163,7 +154,7 @@ def check_longer(run_dir_arg: str, results: dict, original: list[str], other_arg
         key, used = "max_steps", trainer["max_steps"]  # it ended at its budget of steps
     else:
         key, used = "max_epochs", epochs
-    asked = [override_value(a) for a in other_args if a.startswith(f"trainer.{key}=")]
+    asked = given(other_args, f"trainer.{key}")
     if not asked or not asked[-1].isdigit() or int(asked[-1]) <= used:
         raise RunDirError(f"resume={run_dir_arg!r}: that run finished when it reached trainer.{key}={used}; to "
                           f"train it longer, raise it: python -m seqrev.train resume={run_dir_arg} "
@@ -173,7 +164,7 @@ def check_longer(run_dir_arg: str, results: dict, original: list[str], other_arg
 def check_budget(run_dir_arg: str, epochs: int, steps: int, other_args: list[str]) -> None:
     """RunDirError when the command line gives a run it continues fewer epochs or steps than it has trained."""
     for key, done in (("max_epochs", epochs), ("max_steps", steps)):
-        asked = [override_value(a) for a in other_args if a.startswith(f"trainer.{key}=")]
+        asked = given(other_args, f"trainer.{key}")
         if asked and asked[-1].lstrip("-").isdigit() and 0 < int(asked[-1]) < done:
             unit = key.removeprefix("max_")
             raise RunDirError(f"resume={run_dir_arg!r} trainer.{key}={asked[-1]}: that run has already trained {done} "
@@ -214,10 +205,10 @@ def refuse_instantiation(run_dir_arg: str, folder_overrides: list[str], command_
 def rewrite_argv_for_resume(argv: list[str]) -> tuple[list[str], SavedTraining | None]:
     """Expand `resume=<dir>` on a command line (before Hydra parses it), with the checkpoint it continues
     from; other lines pass unchanged, with None."""
-    resume = [a for a in argv[1:] if a.startswith("resume=")]
-    if not resume or any(a in ("-m", "--multirun") for a in argv):
+    resume = given(argv, "resume")
+    if not resume or is_sweep(argv):
         return argv, None
-    run_dir = override_value(resume[-1])
+    run_dir = resume[-1]
     rest = [a for a in argv[1:] if not a.startswith("resume=")]
     overrides, saved = resume_argv(run_dir, rest)
     return argv[:1] + overrides, saved
@@ -225,9 +216,9 @@ def rewrite_argv_for_resume(argv: list[str]) -> tuple[list[str], SavedTraining |
 
 def refuse_existing_results(argv: list[str]) -> None:
     """A fresh run never writes into a directory that already holds a run's results."""
-    for arg in argv[1:]:
-        if arg.startswith("hydra.run.dir=") and not any(a.startswith("resume=") for a in argv[1:]):
-            run_dir = Path(override_value(arg))
-            if (run_dir / FILENAME).exists():
-                raise RunDirError(f"hydra.run.dir={str(run_dir)!r} already holds a run's results.json; choose "
-                                  f"another directory, delete it yourself, or continue it with resume={run_dir}.")
+    if given(argv, "resume"):
+        return
+    for run_dir in map(Path, given(argv, "hydra.run.dir")):
+        if (run_dir / FILENAME).exists():
+            raise RunDirError(f"hydra.run.dir={str(run_dir)!r} already holds a run's results.json; choose "
+                              f"another directory, delete it yourself, or continue it with resume={run_dir}.")

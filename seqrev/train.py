@@ -24,10 +24,10 @@ from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
 
 from seqrev.catalog import CONFIG_DIR, HYDRA_CONFIG_PATH
+from seqrev.commandline import given, is_sweep, overrides_on, quote
 from seqrev.config import SWEPT
 from seqrev.errors import EXPECTED_ERRORS, ConfigError, RunDirError, describe_error
 from seqrev.preflight import (
-    SWEEP_FLAGS,
     check_command_line,
     check_sweep_folder,
     output_folder,
@@ -35,7 +35,7 @@ from seqrev.preflight import (
     swept_keys,
 )
 from seqrev.results import RunResults
-from seqrev.rundir import SavedTraining, quote, refuse_existing_results, rewrite_argv_for_resume
+from seqrev.rundir import SavedTraining, refuse_existing_results, rewrite_argv_for_resume
 
 log = logging.getLogger("seqrev")
 
@@ -50,10 +50,10 @@ class CommandLine(NamedTuple):
 def prepare(argv: list[str]) -> CommandLine:
     """A command line checked (ConfigError, RunDirError in one sentence) and with `resume=` expanded."""
     check_command_line(argv, CONFIG_DIR)
-    if SWEEP_FLAGS & set(argv):
+    if is_sweep(argv):
         from seqrev import settle
 
-        settle.check_command_line([a for a in argv[1:] if not a.startswith("-")], CONFIG_DIR)
+        settle.check_command_line(overrides_on(argv), CONFIG_DIR)
     swept = swept_keys(argv)
     if swept:  # job folders name what the sweep varies
         argv = [*argv, f"+hydra.job.env_set.{SWEPT}={quote(','.join(swept))}"]
@@ -74,7 +74,7 @@ def launch(argv: list[str], task: JobFunction | None = None) -> None:
     from seqrev.sweepfolder import new_start
 
     register_plugins()
-    started, sweep = time.time(), bool(SWEEP_FLAGS & set(argv))
+    started, sweep = time.time(), is_sweep(argv)
     with ExitStack() as held:
         if sweep:  # its jobs record what they did apart from another start's of the same sweep
             held.enter_context(new_start())
@@ -82,11 +82,19 @@ def launch(argv: list[str], task: JobFunction | None = None) -> None:
         if folder is not None:
             held.enter_context(run_folder_lock(folder))
         saved, sys.argv = sys.argv, argv  # Hydra reads its command line from sys.argv: the one place it is set
+        # What fails in Hydra's own code (writing .hydra/ on a full disk, a launcher) is raised to the caller,
+        # to be said in one sentence (the command line) or raised as it is (seqrev.fit), not printed by Hydra.
+        user_choice = os.environ.get("HYDRA_FULL_ERROR")
+        os.environ["HYDRA_FULL_ERROR"] = "1"
         try:
             main = hydra.main(version_base="1.3", config_path=HYDRA_CONFIG_PATH, config_name="train")
             main(task or JobFunction())()
         finally:
             sys.argv = saved
+            if user_choice is None:
+                os.environ.pop("HYDRA_FULL_ERROR", None)
+            else:
+                os.environ["HYDRA_FULL_ERROR"] = user_choice
         if sweep:
             from seqrev.progress import JobsNotRun, read_folders
 
@@ -114,7 +122,7 @@ def register_plugins() -> None:
 
 def named_run_folder(argv: list[str]) -> Path | None:
     """The folder of a single run whose command line names it (`hydra.run.dir=`, which `resume=` sets)."""
-    if SWEEP_FLAGS & set(argv) or not any(a.startswith("hydra.run.dir=") for a in argv[1:]):
+    if is_sweep(argv) or not given(argv, "hydra.run.dir"):
         return None
     return output_folder(argv)
 
@@ -123,10 +131,12 @@ class JobFunction:
     """What Hydra calls for each run or sweep job: the job, and the metric a sweeper optimises. Under
     `seqrev.fit` (`in_process`), failures are kept for it to raise (past Hydra, which would print a line of
     its own), and so are the results of every job that finished. `resumes`: the checkpoint a single run's
-    `resume=` continues from, as `prepare` read it."""
+    `resume=` continues from, as `prepare` read it; `tracebacks`: a failed job raises its error as it is (the
+    user's HYDRA_FULL_ERROR=1). It travels with the function to the processes a launcher runs jobs in."""
 
-    def __init__(self, in_process: bool = False, resumes: SavedTraining | None = None) -> None:
-        self.in_process, self.resumes = in_process, resumes
+    def __init__(self, in_process: bool = False, resumes: SavedTraining | None = None,
+                 tracebacks: bool = False) -> None:
+        self.in_process, self.resumes, self.tracebacks = in_process, resumes, tracebacks
         self.results: list[RunResults] = []
         self.failure: Exception | None = None
 
@@ -134,7 +144,7 @@ class JobFunction:
         from seqrev.lifecycle import metric
 
         try:
-            results = job(cfg, self.in_process, self.resumes)
+            results = job(cfg, self.in_process, self.resumes, self.tracebacks)
         except Exception as error:
             if not self.in_process:
                 raise
@@ -145,7 +155,8 @@ class JobFunction:
         return metric(cfg, results)
 
 
-def job(cfg: DictConfig, in_process: bool = False, resumes: SavedTraining | None = None) -> RunResults | None:
+def job(cfg: DictConfig, in_process: bool = False, resumes: SavedTraining | None = None,
+        tracebacks: bool = False) -> RunResults | None:
     """One run or sweep job through its lifecycle (seqrev.lifecycle): its folder's lock held to its end; in
     a sweep, a job whose folder another live process holds left to it, a finished one skipped, a killed one
     resumed, a failed one recorded while the sweep goes on. None when nothing finished. `resumes`: the
@@ -182,7 +193,7 @@ def job(cfg: DictConfig, in_process: bool = False, resumes: SavedTraining | None
                 message = describe_error(error, run_dir)
             else:
                 message = record_failure(cfg, error, model_name)
-            if (in_process and not sweep) or wants_tracebacks():  # seqrev.fit raises what a run says
+            if (in_process and not sweep) or tracebacks:  # seqrev.fit raises what a run says
                 raise
             if not sweep:
                 fail(message, status=2 if isinstance(error, EXPECTED_ERRORS) else 1)
@@ -210,14 +221,6 @@ def remove_if_only_hydra_files(run_dir: Path) -> None:
         shutil.rmtree(run_dir, ignore_errors=True)
 
 
-TRACEBACKS_ENV = "SEQREV_TRACEBACKS"  # the user's HYDRA_FULL_ERROR, kept while cli() sets Hydra's to 1
-
-
-def wants_tracebacks() -> bool:
-    """Whether the user asked for full tracebacks (`HYDRA_FULL_ERROR=1`)."""
-    return os.environ.get(TRACEBACKS_ENV, os.environ.get("HYDRA_FULL_ERROR")) == "1"
-
-
 def fail(message: str, status: int = 2) -> None:
     """End the process with one sentence on stderr."""
     print(f"seqrev: {message}", file=sys.stderr)
@@ -231,14 +234,11 @@ def cli() -> None:
         argv, resumes = prepare(sys.argv)
     except EXPECTED_ERRORS as error:
         fail(str(error))
-    # What fails in Hydra's own code (writing .hydra/ on a full disk, a launcher) comes back here rather
-    # than as Hydra's traceback, to be said in one sentence like every other failure.
-    os.environ[TRACEBACKS_ENV] = "1" if wants_tracebacks() else "0"
-    os.environ["HYDRA_FULL_ERROR"] = "1"
+    tracebacks = os.environ.get("HYDRA_FULL_ERROR") == "1"
     try:
-        launch(argv, JobFunction(resumes=resumes))
+        launch(argv, JobFunction(resumes=resumes, tracebacks=tracebacks))
     except Exception as error:  # noqa: BLE001 - one sentence for anything job() itself did not say
-        if wants_tracebacks():
+        if tracebacks:
             raise
         if isinstance(error, EXPECTED_ERRORS):  # a folder another process holds, a refused resume
             fail(str(error))

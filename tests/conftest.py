@@ -41,7 +41,7 @@ def compose_config(*overrides: str, output_dir: Path | None = None) -> DictConfi
 
 def run_cli(*args: str, timeout: float = 300, env: dict | None = None) -> subprocess.CompletedProcess:
     """`python -m seqrev.train ARGS` as a user types it."""
-    environment = {k: v for k, v in os.environ.items() if k not in ("HYDRA_FULL_ERROR", "SEQREV_TRACEBACKS")}
+    environment = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
     environment.update(env or {})
     return subprocess.run([sys.executable, "-m", "seqrev.train", *args], cwd=ROOT, capture_output=True,
                           text=True, timeout=timeout, env=environment)
@@ -80,9 +80,7 @@ def seqrev_train(monkeypatch, capsys):
     tracebacks printed by Python), use run_cli."""
 
     def run(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
-        for name in ("HYDRA_FULL_ERROR", "SEQREV_TRACEBACKS"):
-            monkeypatch.setenv(name, "")  # recorded, so that what cli() sets is undone after the test
-            monkeypatch.delenv(name)
+        monkeypatch.delenv("HYDRA_FULL_ERROR", raising=False)  # as a user's shell has it, unless `env` sets it
         for name, value in (env or {}).items():
             if name != "PYTHONPATH":  # tests/ (probes) is on this process's path already
                 monkeypatch.setenv(name, value)

@@ -141,6 +141,26 @@ def test_hydra_full_error_still_gives_the_whole_traceback(tmp_path):
     assert "Traceback" in done.stderr and "seqrev/config.py" in done.stderr  # down to where it was refused
 
 
+@pytest.mark.parametrize("asked", [None, "1"])
+def test_a_sweep_jobs_failure_is_raised_as_it_is_only_when_hydra_full_error_asks(tmp_path, seqrev_train, asked):
+    """HYDRA_FULL_ERROR=1 reaches a sweep's job as a value, whatever process it runs in: its error is raised
+    as it is; without it the job's failure is recorded and the sweep goes on. Either way the variable is as
+    the user had it once the command has ended."""
+    import os
+
+    line = ("-m", "seed=0", *TINY, "trainer.max_epochs=2", f"hydra.sweep.dir={tmp_path / 'sweep'}",
+            "+callbacks.fail._target_=probes.FailOnce", f"+callbacks.fail.marker={tmp_path / 'failed'}",
+            "+callbacks.fail.only_for=both_outputs")
+    if asked is None:
+        done = seqrev_train(*line)
+        assert done.returncode == 0 and "0 done, 1 failed" in done.stdout, done.stderr[-2000:]
+        assert "HYDRA_FULL_ERROR" not in os.environ
+    else:
+        with pytest.raises(RuntimeError, match="a failure on purpose"):
+            seqrev_train(*line, env={"HYDRA_FULL_ERROR": asked})
+        assert os.environ["HYDRA_FULL_ERROR"] == asked
+
+
 def test_labels_of_ones_own_go_under_tags_and_are_recorded(tmp_path):
     import seqrev
 
