@@ -17,16 +17,15 @@ def fit(*overrides: str) -> RunResults:
 
     from seqrev.commandline import is_sweep
     from seqrev.errors import ConfigError
-    from seqrev.train import JobFunction, launch, prepare
+    from seqrev.train import launch, prepare
 
     if is_sweep(list(overrides)):
         raise ConfigError("seqrev.fit makes one run; for a sweep, use the command line: python -m seqrev.train -m ...")
     argv, resumes = prepare(["seqrev.fit", *overrides])
     root = logging.getLogger()
     saved_handlers = list(root.handlers)
-    task = JobFunction(in_process=True, resumes=resumes)
     try:
-        launch(argv, task)
+        task = launch(argv, resumes, in_process=True)
         if task.failure is not None:
             raise task.failure
         return task.results[-1]

@@ -24,7 +24,7 @@ from seqrev.atomic import atomic_write
 from seqrev.errors import EXPECTED_ERRORS, RunDirError, describe_error, storage_problem
 from seqrev.results import FILENAME, RunIdentity, RunResults, describe, read_results, write_results
 from seqrev.rundir import SavedTraining, last_checkpoint, read_training, run_status
-from seqrev.runlock import LOCK_FILE
+from seqrev.runlock import LOCK_FILE, HeldFolder
 
 JOB_FILE = "job.json"
 
@@ -45,8 +45,10 @@ class Claim(NamedTuple):
         return self.action in ("run", "resume")
 
 
-def claim(held: ExitStack, run_dir: Path, overrides: list[str] | None = None, sweep_dir: Path | None = None) -> Claim:
-    """Take `run_dir`'s lock (seqrev.runlock) for as long as `held` lasts, then decide. A single run (no
+def claim(held: ExitStack, run_dir: Path, overrides: list[str] | None = None, sweep_dir: Path | None = None,
+          taken: HeldFolder | None = None) -> Claim:
+    """Take `run_dir`'s lock (seqrev.runlock) for as long as `held` lasts (unless the caller holds it: `taken`),
+    then decide. A single run (no
     `overrides`) only takes the lock, and a refusal raises. A sweep's job is skipped when it finished,
     resumed when it was killed or interrupted after a checkpoint, else run from scratch (a failed job's
     files cleared); each said in one line, and so is a job that does not train: another process holds the
@@ -57,7 +59,10 @@ def claim(held: ExitStack, run_dir: Path, overrides: list[str] | None = None, sw
 
     job_file = run_dir / JOB_FILE
     try:
-        held.enter_context(run_folder_lock(run_dir))
+        if taken is None or taken.folder != run_dir.absolute():
+            taken = held.enter_context(run_folder_lock(run_dir))
+        if taken.took_over:
+            log.info(taken.took_over)
         if overrides is None:
             return Claim("run")
         saved = read_job_overrides(job_file) if job_file.is_file() else overrides

@@ -12,23 +12,26 @@ host (a lost node) once LEASE_SECONDS pass without a refresh.
 
 from __future__ import annotations
 
-import logging
 import os
 import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from seqrev.errors import RunDirError
-
-log = logging.getLogger("seqrev")
 
 LOCK_FILE = ".seqrev.lock"
 LEASE_SECONDS = 60.0  # how long another host waits for a silent holder: several refresh periods
 
-_held: dict[Path, object] = {}  # folders this process holds, so a nested take (cli, then the job) is a no-op
-_untold: dict[Path, str] = {}  # a take-over said before logging was set up (in cli): said again by the job
+
+
+class HeldFolder(NamedTuple):
+    """A folder whose lock this process holds, and what its holder says once its log is set up: that it took
+    the lock over from a process that is gone (None when the lock was free)."""
+
+    folder: Path
+    took_over: str | None = None
 
 
 class FolderBusy(RunDirError):
@@ -84,15 +87,14 @@ def break_exited(lease: Any, owner: Any, folder: Path) -> None:
 
 
 @contextmanager
-def run_folder_lock(folder: Path) -> Iterator[None]:
-    """Hold `folder`'s lock for the block; FolderBusy, touching nothing, if a live process holds it."""
+def run_folder_lock(folder: Path) -> Iterator[HeldFolder]:
+    """Hold `folder`'s lock for the block; FolderBusy, touching nothing, if a live process holds it. Whoever
+    took it passes the HeldFolder down to what runs in the folder, which takes it no second time."""
     from filelock import SoftFileLease, Timeout
 
     folder = Path(folder).absolute()
-    if folder in _held or is_secondary_process():
-        if folder in _untold:
-            log.info(_untold.pop(folder))
-        yield
+    if is_secondary_process():
+        yield HeldFolder(folder)
         return
     folder.mkdir(parents=True, exist_ok=True)
     lease = SoftFileLease(folder / LOCK_FILE, timeout=requeued_wait(), lease_duration=LEASE_SECONDS)
@@ -104,14 +106,10 @@ def run_folder_lock(folder: Path) -> Iterator[None]:
     except Timeout:
         owner = lease.owner
         raise FolderBusy(folder, owner.hostname if owner else "unknown host", owner.pid if owner else 0) from None
+    took_over = None
     if left is not None and (left.hostname, left.pid) != (socket.gethostname(), os.getpid()):
-        _untold[folder] = f"took over the lock of a process that is gone ({left.hostname}, {left.pid}): {folder}"
-        if logging.getLogger().handlers:  # else the job logs it, once Hydra has set logging up
-            log.info(_untold.pop(folder))
-    _held[folder] = lease
+        took_over = f"took over the lock of a process that is gone ({left.hostname}, {left.pid}): {folder}"
     try:
-        yield
+        yield HeldFolder(folder, took_over)
     finally:
-        del _held[folder]
-        _untold.pop(folder, None)
         lease.release()

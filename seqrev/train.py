@@ -36,6 +36,7 @@ from seqrev.preflight import (
 )
 from seqrev.results import RunResults
 from seqrev.rundir import SavedTraining, refuse_existing_results, rewrite_argv_for_resume
+from seqrev.runlock import HeldFolder, run_folder_lock
 
 log = logging.getLogger("seqrev")
 
@@ -63,14 +64,14 @@ def prepare(argv: list[str]) -> CommandLine:
     return CommandLine(pin_sweep_folder(argv, CONFIG_DIR), resumes)
 
 
-def launch(argv: list[str], task: JobFunction | None = None) -> None:
-    """Hydra's run (or sweep) of a prepared command line, each job by `task`. A single run's named folder
-    is locked before Hydra writes `.hydra/` there, so a second process touches nothing in it (FolderBusy).
-    A sweep some of whose jobs did not train (refused, busy) or ended without results raises JobsNotRun once
-    it has ended."""
+def launch(argv: list[str], resumes: SavedTraining | None = None, in_process: bool = False,
+           tracebacks: bool = False) -> JobFunction:
+    """Hydra's run (or sweep) of a prepared command line, each job by a JobFunction (given the other
+    arguments), which is returned. A single run's named folder is locked before Hydra writes `.hydra/` there,
+    so a second process touches nothing in it (FolderBusy), and the job is handed the lock. A sweep some of
+    whose jobs did not train (refused, busy) or ended without results raises JobsNotRun once it has ended."""
     import time
 
-    from seqrev.runlock import run_folder_lock
     from seqrev.sweepfolder import new_start
 
     register_plugins()
@@ -79,8 +80,8 @@ def launch(argv: list[str], task: JobFunction | None = None) -> None:
         if sweep:  # its jobs record what they did apart from another start's of the same sweep
             held.enter_context(new_start())
         folder = named_run_folder(argv)
-        if folder is not None:
-            held.enter_context(run_folder_lock(folder))
+        taken = held.enter_context(run_folder_lock(folder)) if folder is not None else None
+        task = JobFunction(in_process, resumes, tracebacks, taken)
         saved, sys.argv = sys.argv, argv  # Hydra reads its command line from sys.argv: the one place it is set
         # What fails in Hydra's own code (writing .hydra/ on a full disk, a launcher) is raised to the caller,
         # to be said in one sentence (the command line) or raised as it is (seqrev.fit), not printed by Hydra.
@@ -88,7 +89,7 @@ def launch(argv: list[str], task: JobFunction | None = None) -> None:
         os.environ["HYDRA_FULL_ERROR"] = "1"
         try:
             main = hydra.main(version_base="1.3", config_path=HYDRA_CONFIG_PATH, config_name="train")
-            main(task or JobFunction())()
+            main(task)()
         finally:
             sys.argv = saved
             if user_choice is None:
@@ -102,6 +103,7 @@ def launch(argv: list[str], task: JobFunction | None = None) -> None:
             not_run = read_folders(sweep_dir, started, {}, final=True).not_run if sweep_dir.is_dir() else {}
             if not_run:
                 raise JobsNotRun(not_run)
+    return task
 
 
 def register_plugins() -> None:
@@ -132,11 +134,12 @@ class JobFunction:
     `seqrev.fit` (`in_process`), failures are kept for it to raise (past Hydra, which would print a line of
     its own), and so are the results of every job that finished. `resumes`: the checkpoint a single run's
     `resume=` continues from, as `prepare` read it; `tracebacks`: a failed job raises its error as it is (the
-    user's HYDRA_FULL_ERROR=1). It travels with the function to the processes a launcher runs jobs in."""
+    user's HYDRA_FULL_ERROR=1). It travels with the function to the processes a launcher runs jobs in.
+    `taken`: the single run's folder, whose lock the launching code holds."""
 
-    def __init__(self, in_process: bool = False, resumes: SavedTraining | None = None,
-                 tracebacks: bool = False) -> None:
-        self.in_process, self.resumes, self.tracebacks = in_process, resumes, tracebacks
+    def __init__(self, in_process: bool = False, resumes: SavedTraining | None = None, tracebacks: bool = False,
+                 taken: HeldFolder | None = None) -> None:
+        self.in_process, self.resumes, self.tracebacks, self.taken = in_process, resumes, tracebacks, taken
         self.results: list[RunResults] = []
         self.failure: Exception | None = None
 
@@ -144,7 +147,7 @@ class JobFunction:
         from seqrev.lifecycle import metric
 
         try:
-            results = job(cfg, self.in_process, self.resumes, self.tracebacks)
+            results = job(cfg, self)
         except Exception as error:
             if not self.in_process:
                 raise
@@ -155,12 +158,11 @@ class JobFunction:
         return metric(cfg, results)
 
 
-def job(cfg: DictConfig, in_process: bool = False, resumes: SavedTraining | None = None,
-        tracebacks: bool = False) -> RunResults | None:
+def job(cfg: DictConfig, task: JobFunction) -> RunResults | None:
     """One run or sweep job through its lifecycle (seqrev.lifecycle): its folder's lock held to its end; in
     a sweep, a job whose folder another live process holds left to it, a finished one skipped, a killed one
-    resumed, a failed one recorded while the sweep goes on. None when nothing finished. `resumes`: the
-    checkpoint a single run continues from, already read (else it is read here, once)."""
+    resumed, a failed one recorded while the sweep goes on. None when nothing finished. What `task` knows
+    (seqrev.fit's or the command line's, the checkpoint already read, the lock already held) is used here."""
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
@@ -178,9 +180,10 @@ def job(cfg: DictConfig, in_process: bool = False, resumes: SavedTraining | None
         if sweep:  # its lines go to its train.log; the sweep's console says how it ended (seqrev.progress)
             held.enter_context(sweep_job_console(str(cfg.get("sweep_console", "jobs")), hydra_cfg.job.num))
         claimed = claim(held, run_dir, list(hydra_cfg.overrides.task) if sweep else None,
-                        Path(hydra_cfg.sweep.dir) if sweep else None)
+                        Path(hydra_cfg.sweep.dir) if sweep else None, task.taken)
         if not claimed.trains:
             return claimed.results
+        resumes = task.resumes
         if resumes is not None and not resumes.unchanged():  # written after prepare() read it, before the lock
             raise RunDirError(f"{resumes.path} changed after it was checked (another process wrote it); "
                               "run the command again.")
@@ -193,7 +196,7 @@ def job(cfg: DictConfig, in_process: bool = False, resumes: SavedTraining | None
                 message = describe_error(error, run_dir)
             else:
                 message = record_failure(cfg, error, model_name)
-            if (in_process and not sweep) or tracebacks:  # seqrev.fit raises what a run says
+            if (task.in_process and not sweep) or task.tracebacks:  # seqrev.fit raises what a run says
                 raise
             if not sweep:
                 fail(message, status=2 if isinstance(error, EXPECTED_ERRORS) else 1)
@@ -236,7 +239,7 @@ def cli() -> None:
         fail(str(error))
     tracebacks = os.environ.get("HYDRA_FULL_ERROR") == "1"
     try:
-        launch(argv, JobFunction(resumes=resumes, tracebacks=tracebacks))
+        launch(argv, resumes, tracebacks=tracebacks)
     except Exception as error:  # noqa: BLE001 - one sentence for anything job() itself did not say
         if tracebacks:
             raise

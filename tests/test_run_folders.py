@@ -189,8 +189,10 @@ def test_a_lock_whose_holder_was_killed_is_taken_over_at_once_while_it_is_still_
         while Path(f"/proc/{holder.pid}/stat").read_text().rpartition(")")[2].split()[0] != "Z":
             assert time.time() < deadline, "the killed holder did not become a zombie"
             time.sleep(0.01)
-        with run_folder_lock(folder):  # not "running elsewhere"
+        with run_folder_lock(folder) as taken:  # not "running elsewhere"
             assert (folder / ".seqrev.lock").is_file()
+            assert f"took over the lock of a process that is gone ({os.uname().nodename}, {holder.pid})" in (
+                taken.took_over)
         assert Path(f"/proc/{holder.pid}").exists()  # still a zombie: nothing waited for it
     finally:
         holder.kill()

@@ -208,7 +208,7 @@ def test_a_checkpoint_written_between_its_check_and_the_runs_lock_is_refused_and
     from hydra.core.hydra_config import HydraConfig
 
     import seqrev
-    from seqrev.train import JobFunction, launch, prepare
+    from seqrev.train import launch, prepare
 
     run = tmp_path / "run"
     seqrev.fit(*SMALL, "trainer.max_epochs=1", f"hydra.run.dir={run}")
@@ -216,10 +216,10 @@ def test_a_checkpoint_written_between_its_check_and_the_runs_lock_is_refused_and
     argv, resumes = prepare(["seqrev.train", f"resume={run}", "trainer.max_epochs=2"])
     assert resumes.epochs == 1 and resumes.unchanged()
     os.utime(resumes.path, ns=(resumes.stamp[0] + 10**9,) * 2)  # as another process's later write leaves it
-    task, root = JobFunction(in_process=True, resumes=resumes), logging.getLogger()
+    root = logging.getLogger()
     handlers = list(root.handlers)
     try:
-        launch(argv, task)
+        task = launch(argv, resumes, in_process=True)
     finally:
         for handler in set(root.handlers) - set(handlers):  # the run's log file, closed
             root.removeHandler(handler)
