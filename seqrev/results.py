@@ -162,11 +162,12 @@ def run_parameters(run: dict[str, Any]) -> dict[str, int | float | str | bool]:
 
 
 def describe(cfg: DictConfig, model_name: str | None = None) -> RunIdentity:
-    """The fields that say what a run is, readable even from a config that failed validation."""
+    """The fields that say what a run is, readable even from a config that failed validation. `model_name`:
+    its wiring's name, as whoever makes the run knows it (else the class its config names stands for it)."""
     from omegaconf import OmegaConf
 
     select = lambda key: OmegaConf.select(cfg, key, default=None, throw_on_missing=False)  # noqa: E731
-    return {"model": model_name or wiring_name(str(select("model._target_") or "")),
+    return {"model": model_name or str(select("model._target_") or "") or None,
             "timesteps": select("data.timesteps"), "n_features": select("data.n_features"),
             "units": select("model.units"), "seed": select("seed"), "task": select("data.task"),
             "min_timesteps": select("data.min_timesteps"), "cell": select("model.cell"),
@@ -181,13 +182,6 @@ def _plain(node: Any) -> Any:
         return OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else node
     except Exception:  # noqa: BLE001 - labels that cannot resolve are not recorded
         return None
-
-
-def wiring_name(target: str) -> str | None:
-    """The registered name of the wiring a `_target_` names; else the target itself."""
-    from seqrev.models import WIRINGS
-
-    return next((name for name, cls in WIRINGS.items() if f"{cls.__module__}.{cls.__name__}" == target), target or None)
 
 
 # What defines an experiment, recorded in results.json under `config` so runs compare without .hydra/

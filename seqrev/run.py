@@ -35,7 +35,7 @@ def train(cfg: DictConfig, model_name: str | None = None, saved: SavedTraining |
     datamodule, model, trainer = build(cfg, resuming=saved is not None)
     run_dir = Path(cfg.paths.output_dir)
     resume_from = saved.path if saved else None
-    about = describe(cfg, model_name)
+    about = describe(cfg, model_name or getattr(model, "name", None))  # a model of ones own may have no name
     if resume_from is None:
         trackers.log_settings(trainer.loggers, about)
     elif trainer.is_global_zero:
