@@ -67,8 +67,8 @@ class Batches:
             yield batches[start:start + self.group_size]
 
 
-class ReversedSequenceData(LightningDataModule):
-    """Train / validation / test pairs for the reversed-sequence problem.
+class SequenceData(LightningDataModule):
+    """Train / validation / test pairs of a sequence task (seqrev.tasks; the tutorial's: reversal).
 
     Validation is the *last* `val_fraction` of the training pairs, as Keras' `validation_split` takes
     it; "train_full" (all `n_train` pairs, validation tail included) is what the tutorial's final

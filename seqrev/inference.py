@@ -53,7 +53,7 @@ def read(run: str | Path, checkpoint: str = "best", map_location: Any = "cpu") -
                           "defines it first (python -m seqrev.predict --import MODULE ...).")
     model = wiring(**hparams)
     model.load_state_dict(contents["state_dict"])
-    data = {key: value for key, value in (contents.get("ReversedSequenceData") or {}).items()
+    data = {key: value for key, value in (contents.get("SequenceData") or {}).items()
             if key in ("task", "min_timesteps")}
     return model.to(map_location if isinstance(map_location, str) else "cpu").eval(), data
 

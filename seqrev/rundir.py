@@ -45,7 +45,14 @@ def load_checkpoint(path: Path, map_location="cpu") -> dict:
                           "it may be corrupt or truncated.") from None
     if not isinstance(checkpoint, dict):
         raise RunDirError(f"{path} is not a Lightning checkpoint (it holds a {type(checkpoint).__name__}).")
+    for earlier, now in RENAMED_STATE.items():  # Lightning restores a data module's state by its class's name
+        if earlier in checkpoint and now not in checkpoint:
+            checkpoint[now] = checkpoint.pop(earlier)
     return checkpoint
+
+
+RENAMED_STATE = {"ReversedSequenceData": "SequenceData"}
+"""Checkpoint keys under an earlier name of the class whose state they hold: read under today's name."""
 
 
 PACK_STATE = "seqrev_pack"

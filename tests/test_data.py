@@ -1,11 +1,11 @@
 import torch
 
-from seqrev.data import Batches, ReversedSequenceData
+from seqrev.data import Batches, SequenceData
 from seqrev.tasks import make_pairs
 
 
-def prepared(**kwargs) -> ReversedSequenceData:
-    data = ReversedSequenceData(**kwargs)
+def prepared(**kwargs) -> SequenceData:
+    data = SequenceData(**kwargs)
     data.prepare()
     return data
 

@@ -77,7 +77,7 @@ def test_checkpoints_carry_plain_hyperparameters(run_dir):
     assert checkpoint["hyper_parameters"] == {
         "n_features": 10, "timesteps": 4, "units": 16, "init": "keras", "cell": "lstm", "padded": False,
         "optimizer": {"_target_": "torch.optim.Adam", "lr": 0.001, "eps": 1e-07}, "scheduler": None}
-    assert checkpoint["ReversedSequenceData"]["task"] == "reverse"
+    assert checkpoint["SequenceData"]["task"] == "reverse"
 
 
 def test_a_padded_task_predicts_shorter_sequences_and_stops_at_the_end_symbol(tmp_path, predict_cli):

@@ -96,7 +96,7 @@ BAD_LINES = [  # through the command line as a user types it: exit status 2, one
     (["+foo=1"], "`foo` is not a setting seqrev reads; for labels of your own, use `+tags.foo=...`"),
     (["foo=1"], "`foo` is not a setting; check the spelling, or write `+tags.foo=...` for a label of your own"),
     (["+model.optimizer.wd=0.1"], "`model.optimizer.wd` is not a setting of torch.optim.Adam (it takes"),
-    (["+data.n_trains=5"], "`data.n_trains` is not a setting of seqrev.data.ReversedSequenceData; did you mean "
+    (["+data.n_trains=5"], "`data.n_trains` is not a setting of seqrev.data.SequenceData; did you mean "
                            "`data.n_train`?"),
 ]
 

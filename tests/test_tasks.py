@@ -152,7 +152,7 @@ def test_a_sweep_over_tasks_reports_one_table_per_task(tmp_path, seqrev_train):
 
 
 def test_a_task_of_your_own_is_found_by_its_dotted_path_and_trains(tmp_path, monkeypatch):
-    from seqrev.data import ReversedSequenceData
+    from seqrev.data import SequenceData
     from seqrev.errors import ConfigError
     from seqrev.tasks import find_task
 
@@ -164,7 +164,7 @@ def test_a_task_of_your_own_is_found_by_its_dotted_path_and_trains(tmp_path, mon
     assert find_task("my_tasks.rotate").name == "my_tasks.rotate"
     assert targets_for("my_tasks.rotate", torch.tensor([[3, 2, 9, 1], [4, 5, PAD, PAD]]), torch.tensor([4, 2]),
                        PAD).tolist() == [[2, 9, 1, 3], [5, 4, PAD, PAD]]
-    data = ReversedSequenceData(n_train=50, n_test=10, task="my_tasks.rotate")
+    data = SequenceData(n_train=50, n_test=10, task="my_tasks.rotate")
     data.setup("fit")
     inputs, targets = data.train
     assert targets.tolist() == inputs.argmax(-1).roll(-1, dims=1).tolist()  # the data module uses it

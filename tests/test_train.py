@@ -5,7 +5,7 @@ import pytest
 from hydra.utils import instantiate
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from seqrev.data import ReversedSequenceData
+from seqrev.data import SequenceData
 from seqrev.models import WIRINGS, Seq2SeqModel
 from seqrev.run import train
 
@@ -20,7 +20,7 @@ def test_every_model_option_composes_and_instantiates(model_name, tmp_path):
     cfg = compose_config(f"model={model_name}", "data.timesteps=7", "model.units=5", output_dir=tmp_path)
     model, data = instantiate(cfg.model), instantiate(cfg.data)
     assert isinstance(model, Seq2SeqModel) and isinstance(model, WIRINGS[model_name])
-    assert isinstance(data, ReversedSequenceData)
+    assert isinstance(data, SequenceData)
     assert (model.timesteps, model.n_features, model.units) == (7, 10, 5)  # sizes follow the data config
     assert data.timesteps == 7
 

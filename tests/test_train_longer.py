@@ -227,3 +227,26 @@ def test_a_checkpoint_written_between_its_check_and_the_runs_lock_is_refused_and
         HydraConfig.instance().cfg = None
     assert isinstance(task.failure, RunDirError) and "changed after it was checked" in str(task.failure)
     assert (run / "results.json").read_bytes() == before
+
+
+def test_a_checkpoint_whose_data_state_has_the_classs_earlier_name_loads_and_resumes_exactly(
+        tmp_path, seqrev_train, seed0_four_epochs):
+    """Checkpoints written when the data module was called ReversedSequenceData hold its state (the shuffle's
+    generator) under that name: seqrev.load still reads the task from it, and a resume still continues the
+    shuffle, to the numbers of a run trained in one go."""
+    import seqrev
+    from seqrev.inference import read
+
+    run = tmp_path / "run"
+    assert seqrev_train(*SMALL, "trainer.max_epochs=2", f"hydra.run.dir={run}").returncode == 0
+    for name in ("last", "best"):
+        path = run / "checkpoints" / f"{name}.ckpt"
+        checkpoint = torch.load(path, weights_only=True)
+        checkpoint["ReversedSequenceData"] = checkpoint.pop("SequenceData")
+        torch.save(checkpoint, path)
+    assert read(run)[1] == {"task": "reverse", "min_timesteps": 4}
+    assert seqrev.load(run, "last") is not None
+    assert seqrev_train(f"resume={run}", "trainer.max_epochs=4").returncode == 0
+    results, four = (json.loads((d / "results.json").read_text()) for d in (run, seed0_four_epochs))
+    for key in SCORES:
+        assert results[key] == pytest.approx(four[key], abs=1e-6), key
