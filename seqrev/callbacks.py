@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import time
 from pathlib import Path
 
 from lightning.pytorch import Callback
@@ -71,33 +70,6 @@ class History(Callback):
 
     def load_state_dict(self, state_dict: dict) -> None:
         self.validations = list(state_dict["validations"])
-
-
-class FirstStepTimer(Callback):
-    """Writes the wall-clock time (time.time()) at which the first training epoch starts to `path`.
-
-    Used by `seqrev.bench` to measure start-up: add it with
-    `+callbacks.first_step_timer._target_=seqrev.callbacks.FirstStepTimer +callbacks.first_step_timer.path=FILE`.
-    """
-
-    def __init__(self, path: str) -> None:
-        self.path = Path(path)
-        self.written = False
-
-    def on_train_epoch_start(self, trainer, pl_module) -> None:  # per epoch, not per batch: steps stay grouped
-        if not self.written:
-            self.path.write_text(repr(time.time()))
-            self.written = True
-
-
-class TrainingTimer(Callback):
-    """Wall seconds from the start to the end of training (all epochs, validation included)."""
-
-    def on_train_start(self, trainer, pl_module) -> None:
-        self.started = time.perf_counter()
-
-    def on_train_end(self, trainer, pl_module) -> None:
-        self.seconds = time.perf_counter() - self.started
 
 
 class AttentionMap(Callback):

@@ -84,11 +84,6 @@ def recurrent_layer(input_size: int, units: int, init: Init = "keras", cell: Cel
     return layer
 
 
-def lstm_layer(input_size: int, units: int, init: Init = "keras") -> nn.LSTM:
-    """A batch-first, one-layer LSTM with a single trainable bias per gate."""
-    return recurrent_layer(input_size, units, init, "lstm")
-
-
 def dense_layer(units: int, n_out: int, init: Init = "keras") -> nn.Linear:
     """Per-step output layer (Keras' TimeDistributed Dense): logits, softmax lives in the loss."""
     layer = nn.Linear(units, n_out)

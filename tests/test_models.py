@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from seqrev.layers import lstm_layer
+from seqrev.layers import recurrent_layer
 from seqrev.models import WIRINGS
 
 STATE_PASSING = {"return_state", "both_outputs"}
@@ -74,7 +74,7 @@ def test_state_passing_equals_layer_2_run_from_that_state():
 
 def test_keras_initialisation():
     torch.manual_seed(0)
-    layer = lstm_layer(10, 16, "keras")
+    layer = recurrent_layer(10, 16, "keras")
     units = 16
     assert torch.all(layer.bias_ih_l0[units:2 * units] == 1)  # forget gate
     bias = layer.bias_ih_l0.detach().clone()
@@ -89,7 +89,7 @@ def test_keras_initialisation():
 
 def test_torch_initialisation_is_pytorchs():
     torch.manual_seed(0)
-    layer = lstm_layer(10, 16, "torch")
+    layer = recurrent_layer(10, 16, "torch")
     assert not torch.allclose(layer.bias_ih_l0[16:32], torch.ones(16))
     assert layer.weight_ih_l0.abs().max() <= 1 / 16 ** 0.5
     assert torch.all(layer.bias_hh_l0 == 0) and not layer.bias_hh_l0.requires_grad

@@ -31,7 +31,7 @@ def seqrev_fit(cfg) -> tuple[float, int]:
     import contextlib
     import io
 
-    from seqrev.callbacks import TrainingTimer
+    from seqrev.bench.timers import TrainingTimer
     from seqrev.run import build
 
     datamodule, model, trainer = build(cfg)
@@ -101,7 +101,7 @@ def reference_fit(cfg, scratch: Path) -> tuple[float, int]:
     from lightning.pytorch.loggers import TensorBoardLogger
     from torch.utils.data import DataLoader, TensorDataset
 
-    from seqrev.callbacks import TrainingTimer
+    from seqrev.bench.timers import TrainingTimer
 
     class Reference(LightningModule):
         def __init__(self, net) -> None:
@@ -195,7 +195,7 @@ started = time.time()
 import torch
 from torch import nn
 torch.set_num_threads(1)
-from seqrev.layers import dense_layer, lstm_layer
+from seqrev.layers import dense_layer, recurrent_layer
 epochs, first_step_file = int(sys.argv[1]), sys.argv[2]
 device = "cuda" if torch.cuda.is_available() else "cpu"  # where seqrev's default trainer (accelerator auto) trains
 torch.manual_seed(0)
@@ -208,7 +208,7 @@ x_train, y_train, x_val, y_val = x[:1800], y[:1800], x[1800:], y[1800:]
 class BothOutputs(nn.Module):
     def __init__(self):
         super().__init__()
-        self.layer1, self.layer2, self.out = lstm_layer(10, 16), lstm_layer(16, 16), dense_layer(16, 10)
+        self.layer1, self.layer2, self.out = recurrent_layer(10, 16), recurrent_layer(16, 16), dense_layer(16, 10)
     def forward(self, x):
         all_h, final = self.layer1(x)
         return self.out(self.layer2(all_h, final)[0])
@@ -262,7 +262,7 @@ def end_to_end(epochs: int, repeats: int) -> dict:
             results["seqrev"].append(run_process(
                 [sys.executable, "-m", "seqrev.train", "model=both_outputs", "data.timesteps=4",
                  f"trainer.max_epochs={epochs}", f"hydra.run.dir={run_dir}",
-                 "+callbacks.first_step_timer._target_=seqrev.callbacks.FirstStepTimer",
+                 "+callbacks.first_step_timer._target_=seqrev.bench.timers.FirstStepTimer",
                  f"+callbacks.first_step_timer.path={marker}"], marker))
             results["plain"].append(run_process([sys.executable, "-c", PLAIN_SCRIPT, str(epochs), str(marker)], marker))
     summary = {"epochs": epochs, "repeats": repeats}
