@@ -260,3 +260,31 @@ def _require_bfloat16_rnn_on_cuda(cell: str) -> None:
         raise ConfigError(
             f"trainer.precision='bf16-true' is not allowed here: the cuDNN on this GPU cannot run a {cell} layer "
             f"in bfloat16 ({str(error).splitlines()[0]}); use trainer.precision=bf16-mixed or 32-true.") from None
+
+
+def apply_determinism(deterministic: bool) -> None:
+    """`trainer.deterministic` for training no Trainer drives (a pack): what the Trainer applies (its
+    `_set_torch_flags`: deterministic algorithms, cuBLAS's workspace, no cuDNN benchmark), then seqrev's own."""
+    import os
+
+    import torch
+
+    torch.use_deterministic_algorithms(deterministic)
+    if deterministic:
+        torch.backends.cudnn.benchmark = False
+        os.environ["CUBLAS_WORKSPACE_CONFIG"] = ":4096:8"
+    set_determinism(deterministic)
+
+
+def set_determinism(deterministic: bool) -> None:
+    """The flags `deterministic` leaves to seqrev (the Trainer has already chosen deterministic kernels).
+
+    Always set both ways, so a previous job in the same process cannot leak its setting. TF32 in
+    cuDNN (on by default for RNNs) is off under `deterministic`, so GPU runs repeat exactly; and
+    filling fresh memory with NaN (PyTorch's default under deterministic algorithms, a kernel launch
+    per allocation) is off, because seqrev never reads memory it has not written.
+    """
+    import torch
+
+    torch.backends.cudnn.allow_tf32 = not deterministic
+    torch.utils.deterministic.fill_uninitialized_memory = not deterministic

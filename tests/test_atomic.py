@@ -87,7 +87,7 @@ def test_results_json_is_written_only_once_its_checkpoints_are_on_disk(tmp_path,
     import seqrev.checkpointing
     import seqrev.run
 
-    write, publish, seen = seqrev.checkpointing.atomic_write, seqrev.run.publish, {}
+    write, publish, seen = seqrev.checkpointing.atomic_write, seqrev.run.publish_run, {}
 
     def slow_write(path, contents):
         time.sleep(0.3)
@@ -100,7 +100,7 @@ def test_results_json_is_written_only_once_its_checkpoints_are_on_disk(tmp_path,
         return publish(loggers, step, results, examples)
 
     monkeypatch.setattr(seqrev.checkpointing, "atomic_write", slow_write)
-    monkeypatch.setattr(seqrev.run, "publish", check_then_publish)
+    monkeypatch.setattr(seqrev.run, "publish_run", check_then_publish)
     results = train(compose_config(*SMALL, "trainer.max_epochs=3", output_dir=tmp_path / "run"))
     assert seen["epochs"]["last.ckpt"] == results["epochs_run"] - 1 == 2 and "best.ckpt" in seen["epochs"]
     assert seen["partial"] == []

@@ -3,10 +3,10 @@
 import pytest
 import torch
 
-from seqrev.config import validate
+from seqrev.config import set_determinism, validate
 from seqrev.errors import ConfigError
 from seqrev.models import WIRINGS
-from seqrev.run import set_determinism, train
+from seqrev.run import train
 
 from conftest import compose_config
 

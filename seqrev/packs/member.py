@@ -1,7 +1,7 @@
 """One job of a pack: what its own run would do at each step that is its own, with the run's own code.
 
 It is built as `seqrev.run.build` builds a run, ends each epoch by its own callbacks' rules
-(seqrev.packs.monitoring), and leaves with what its run would write (seqrev.run, seqrev.checkpointing)
+(seqrev.packs.monitoring), and leaves with what its run would write (seqrev.publish, seqrev.checkpointing)
 or its failure recorded as its job's (seqrev.lifecycle). What members share is the pack's.
 """
 
@@ -74,7 +74,7 @@ class Member:
         from lightning.pytorch import seed_everything
 
         from seqrev.config import validate
-        from seqrev.run import announce
+        from seqrev.publish import announce
 
         validate(self.cfg)
         seed_everything(self.cfg.seed, workers=False, verbose=False)
@@ -139,7 +139,7 @@ class Member:
     def finish(self, weights: dict[str, torch.Tensor], fit_seconds: float) -> None:
         """Its own run's ending, with the weights it trained to: test and train scores, results.json, the
         trackers' final metrics, the tutorial's printout."""
-        from seqrev.run import final_scores, publish, test_examples, tested
+        from seqrev.publish import final_scores, publish_run, test_examples, tested
 
         self.model.load_state_dict(weights)
         model, data = self.model.cpu().eval(), self.data
@@ -155,7 +155,8 @@ class Member:
         results = RunResults(**self.about, status="ok", **scores, fit_seconds=round(fit_seconds, 3),
                              resumed=self.saved is not None, run_dir=str(self.run_dir))
         with self.writing_to_its_log():
-            publish(list(self.loggers.values()), self.epochs, results, test_examples(model, data, self.cfg.examples))
+            publish_run(list(self.loggers.values()), self.epochs, results,
+                        test_examples(model, data, self.cfg.examples))
         self.results = results
 
     def fail(self, error: BaseException) -> None:

@@ -39,9 +39,8 @@ class PackRun:
     def setup(self) -> None:
         """Each member as its own run sets up (a member that cannot start fails alone); the pack, its optimiser
         (with the members' saved states when they resume) and every member's data on the pack's device."""
-        from seqrev.config import device
+        from seqrev.config import apply_determinism, device
         from seqrev.console import quiet_lightning
-        from seqrev.run import apply_determinism
 
         quiet_lightning()
         first = self.members[0].cfg
