@@ -41,12 +41,30 @@ class Wiring(NamedTuple):
 
 
 def declared(source: Path, class_name: str) -> dict[str, Any]:
-    """The constants class `class_name` of the module `source` sets in its body (the source read, not run)."""
-    node = next((n for n in ast.parse(source.read_text()).body if isinstance(n, ast.ClassDef) and n.name == class_name),
-                None)
-    return {target.id: statement.value.value for statement in (node.body if node else ())
-            if isinstance(statement, ast.Assign) and isinstance(statement.value, ast.Constant)
-            for target in statement.targets if isinstance(target, ast.Name)}
+    """The constants class `class_name` of the module `source` sets in its body or inherits (from a class of
+    the same module or of a seqrev module it imports), as Python would: the source read, not run."""
+    body = ast.parse(source.read_text()).body
+    node = next((n for n in body if isinstance(n, ast.ClassDef) and n.name == class_name), None)
+    if node is None:
+        return {}
+    imported = {alias.asname or alias.name: module_source(statement.module) for statement in body
+                if isinstance(statement, ast.ImportFrom) and (statement.module or "").startswith("seqrev.")
+                for alias in statement.names}
+    facts: dict[str, Any] = {}
+    for base in reversed(node.bases):  # the first base wins, as in Python's method resolution
+        if isinstance(base, ast.Name):
+            base_source = imported.get(base.id) or source
+            if base_source.is_file() and (base_source, base.id) != (source, class_name):
+                facts.update({k: v for k, v in declared(base_source, base.id).items() if k != "name"})
+    facts.update({target.id: statement.value.value for statement in node.body
+                  if isinstance(statement, ast.Assign) and isinstance(statement.value, ast.Constant)
+                  for target in statement.targets if isinstance(target, ast.Name)})
+    return facts
+
+
+def module_source(module: str) -> Path:
+    """The source file of a seqrev module (`seqrev.models.base`: seqrev/models/base.py)."""
+    return PACKAGE_DIR.joinpath(*module.split(".")[1:]).with_suffix(".py")
 
 
 @functools.cache
@@ -57,7 +75,7 @@ def wirings(config_dir: Path = CONFIG_DIR) -> dict[str, Wiring]:
     for path in (config_dir / "model").glob("*.yaml"):
         target = re.search(r"^_target_:\s*([\w.]+)", path.read_text(), re.M)
         module, _, class_name = (target.group(1) if target else "").rpartition(".")
-        source = PACKAGE_DIR.joinpath(*module.split(".")[1:]).with_suffix(".py")
+        source = module_source(module)
         facts = declared(source, class_name) if module.startswith("seqrev.") and source.is_file() else {}
         found[path.stem] = Wiring(path.stem, facts.get("tutorial_model"), bool(facts.get("packs", False)))
     return {name: found[name] for name in ordered(found, found)}

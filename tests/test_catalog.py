@@ -50,3 +50,17 @@ def test_a_clone_whose_seqrev_shadows_the_installed_package_finds_the_clones_con
     folder, hydra_path = catalog._config_source()
     assert hydra_path == str(folder) and (folder / "train.yaml").is_file()
     assert (folder / "model" / "both_outputs.yaml").read_text() == (CONF / "model" / "both_outputs.yaml").read_text()
+
+
+def test_the_catalog_sees_what_a_class_inherits_as_python_does(tmp_path):
+    """A wiring that inherits `packs = True` packs: the catalog's read of the source follows its bases."""
+    from seqrev.catalog import declared
+
+    source = tmp_path / "mine.py"
+    source.write_text("class Base:\n    packs = True\n    tutorial_model = 3\n    name = 'base'\n\n"
+                      "class Other:\n    packs = False\n\n"
+                      "class Child(Base):\n    name = 'child'\n\n"
+                      "class Mixed(Other, Base):\n    tutorial_model = None\n")
+    assert declared(source, "Child") == {"packs": True, "tutorial_model": 3, "name": "child"}
+    assert declared(source, "Mixed") == {"packs": False, "tutorial_model": None}
+    assert declared(source, "Missing") == {}
