@@ -14,6 +14,7 @@ import logging
 import math
 import shutil
 import traceback
+from collections.abc import Callable
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any, Literal, NamedTuple
@@ -183,10 +184,24 @@ def say_failed(message: str, run_dir: Path, sweep_dir: Path) -> None:
         _record(sweep_dir, run_dir, "failed", message)
 
 
-def record_interrupt(run_dir: Path, about: RunIdentity, epochs_run: int) -> None:
-    """results.json for a job stopped by Ctrl-C: its last checkpoint is where it continues from."""
+def job_failed(cfg: DictConfig, error: BaseException, model_name: str | None, sweep_dir: Path | None) -> str:
+    """The rule for a job that failed, whichever engine trained it: its results.json says why; in a sweep
+    (`sweep_dir`), which goes on, its log says so too, and the sweep's folder records it when results.json
+    could not be written. The one sentence, for a single run's caller to say."""
+    message = record_failure(cfg, error, model_name)
+    if sweep_dir is not None:
+        say_failed(message, Path(OmegaConf.select(cfg, "paths.output_dir", default=".")), sweep_dir)
+    return message
+
+
+def job_interrupted(run_dir: Path, about: RunIdentity, epochs_run: int,
+                    say: Callable[[str], None] = log.info) -> None:
+    """The rule for a job stopped by Ctrl-C, whichever engine trained it: its results.json says so, and its
+    log how to continue it from its last checkpoint."""
     write_results(run_dir, {**about, "status": "interrupted", "epochs_run": epochs_run,
                             "error": "interrupted by the user (SIGINT)", "run_dir": str(run_dir)})
+    say(f"interrupted: the last checkpoint is {last_checkpoint(run_dir)}; "
+        f"continue with: python -m seqrev.train resume={run_dir}")
 
 
 def metric(cfg: DictConfig, results: dict[str, Any] | None) -> float:

@@ -17,10 +17,10 @@ from omegaconf import DictConfig, OmegaConf
 
 from seqrev import trackers
 from seqrev.config import set_determinism, validate
-from seqrev.lifecycle import record_interrupt
+from seqrev.lifecycle import job_interrupted
 from seqrev.publish import Example, announce, final_scores, publish_run, test_examples, tested
 from seqrev.results import RunIdentity, RunResults, describe
-from seqrev.rundir import SavedTraining, last_checkpoint, read_resume
+from seqrev.rundir import SavedTraining, read_resume
 
 log = logging.getLogger("seqrev")
 
@@ -97,9 +97,7 @@ def fit(trainer, model, datamodule, about: RunIdentity, run_dir: Path, resume_fr
             trainer.fit(model, datamodule=datamodule, ckpt_path=str(resume_from) if resume_from else None)
     except SystemExit:
         if trainer.interrupted:  # Lightning turns Ctrl-C into SystemExit after its graceful shutdown
-            record_interrupt(run_dir, about, trainer.current_epoch)
-            log.info(f"interrupted: the last checkpoint is {last_checkpoint(run_dir)}; "
-                     f"continue with: python -m seqrev.train resume={run_dir}")
+            job_interrupted(run_dir, about, trainer.current_epoch)
         raise
     if trainer.interrupted:
         raise RuntimeError("training stopped before it finished")

@@ -167,7 +167,7 @@ def job(cfg: DictConfig, task: JobFunction) -> RunResults | None:
     from hydra.types import RunMode
 
     from seqrev.console import quiet_storage_errors_in_threads, sweep_job_console
-    from seqrev.lifecycle import claim, record_failure, say_failed
+    from seqrev.lifecycle import claim, job_failed
     from seqrev.rundir import read_resume
 
     logging.raiseExceptions = False  # a full disk must not turn every later log line into a traceback
@@ -195,13 +195,12 @@ def job(cfg: DictConfig, task: JobFunction) -> RunResults | None:
                 remove_if_only_hydra_files(run_dir)
                 message = describe_error(error, run_dir)
             else:
-                message = record_failure(cfg, error, model_name)
+                message = job_failed(cfg, error, model_name, Path(hydra_cfg.sweep.dir) if sweep else None)
             if (task.in_process and not sweep) or task.tracebacks:  # seqrev.fit raises what a run says
                 raise
             if not sweep:
                 fail(message, status=2 if isinstance(error, EXPECTED_ERRORS) else 1)
-            say_failed(message, run_dir, Path(hydra_cfg.sweep.dir))  # the sweep goes on
-            return None
+            return None  # the sweep goes on
 
 
 def train_by_its_engine(cfg: DictConfig, model_name: str | None, saved: SavedTraining | None) -> RunResults:

@@ -190,6 +190,10 @@ def test_a_killed_pack_resumes_from_its_members_checkpoints_to_the_uninterrupted
         seqrev_train(*PACKED, *settings, f"hydra.sweep.dir={tmp_path / 'killed'}")
     interrupted = job_results(tmp_path / "killed")
     assert {r["status"] for r in interrupted.values()} == {"interrupted"}
+    assert {r["epochs_run"] for r in interrupted.values()} == {2}
+    for member in (tmp_path / "killed").glob("[01]_*"):  # each member's log says how to continue it
+        assert (f"interrupted: the last checkpoint is {member / 'checkpoints' / 'last.ckpt'}; continue with: "
+                f"python -m seqrev.train resume={member}") in (member / "train.log").read_text()
     monkeypatch.setattr(PackRun, "_end_epoch", end_epoch)
     again = seqrev_train(*PACKED, *settings, f"hydra.sweep.dir={tmp_path / 'killed'}")
     assert again.returncode == 0, again.stderr[-3000:]

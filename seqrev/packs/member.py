@@ -162,23 +162,20 @@ class Member:
     def fail(self, error: BaseException) -> None:
         """Its failure recorded and said as an ordinary sweep job's (its traceback in its own train.log)."""
         from seqrev.errors import EXPECTED_ERRORS
-        from seqrev.lifecycle import record_failure, say_failed
+        from seqrev.lifecycle import job_failed
 
-        message = record_failure(self.cfg, error, self.model_name)
+        with self.writing_to_its_log():  # alone, its run says the failure, as an ordinary run's
+            job_failed(self.cfg, error, self.model_name, None if self.alone else self.run_dir.parent)
         self.results, self.error = {"status": "failed"}, error
-        if self.alone:  # its run says it, as an ordinary run's failure
-            return
-        with self.writing_to_its_log():
-            say_failed(message, self.run_dir, self.run_dir.parent)
-        if not isinstance(error, EXPECTED_ERRORS):
+        if not self.alone and not isinstance(error, EXPECTED_ERRORS):
             self.say(traceback.format_exc(), logging.ERROR)
 
     def stopped(self, error: BaseException | None) -> None:
         """The pack stopped while this member was still training: interrupted (Ctrl-C), or failed."""
-        from seqrev.lifecycle import record_interrupt
+        from seqrev.lifecycle import job_interrupted
 
         if isinstance(error, KeyboardInterrupt):
-            record_interrupt(self.run_dir, self.about, self.epochs)
+            job_interrupted(self.run_dir, self.about, self.epochs, self.say)
             self.results = {"status": "interrupted"}
         elif error is not None:
             self.fail(error)

@@ -265,8 +265,7 @@ def train_alone(cfg: DictConfig, model_name: str | None, saved: SavedTraining) -
     member = Member(cfg, model_name, describe(cfg, model_name), saved, alone=True)
     try:
         train_pack([member])
-    except KeyboardInterrupt:  # as Lightning ends a run on Ctrl-C, its interrupt recorded
-        log.info(f"interrupted: continue with: python -m seqrev.train resume={member.run_dir}")
+    except KeyboardInterrupt:  # as Lightning ends a run on Ctrl-C (its interrupt recorded and said)
         raise SystemExit(1) from None
     if member.error is not None:
         raise member.error
