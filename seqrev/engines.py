@@ -168,8 +168,11 @@ def _callback_acts_per_batch(job: Job) -> str | None:
         if isinstance(callback, (cb.StochasticWeightAveraging, cb.GradientAccumulationScheduler)):
             return f"{name} needs Lightning's automatic optimisation"
         hooks = _overridden(callback, Callback, PER_BATCH_HOOKS)
+        if not hooks:
+            continue
+        # A Lightning callback whose per-batch hooks are its class's own may be idle per batch by its settings
         test = next((test for cls, test in idle.items() if not _overridden(callback, cls, tuple(hooks))), None)
-        if hooks and not (test is not None and settings is not None and test(settings)):
+        if test is None or settings is None or not test(settings):
             return f"{name} acts on every training batch ({hooks[0]})"
     return None
 

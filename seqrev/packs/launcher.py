@@ -107,11 +107,11 @@ def plan(hydra_context: HydraContext, config: DictConfig, numbered: Sequence[tup
 
 def cell_of(overrides: Sequence[str]) -> tuple[str, ...]:
     """A job's overrides but its seeds and where its files go: equal for jobs that differ only in those."""
-    def key(override: str) -> str:
-        return override.split("=", 1)[0].lstrip("+")
+    def differs_only_by_seed_or_folder(override: str) -> bool:
+        key = override.split("=", 1)[0].lstrip("+")
+        return key in ("seed", "data.seed", "run_name", "resume") or key.startswith("paths.")
 
-    return tuple(sorted(o for o in overrides if key(o) not in ("seed", "data.seed", "run_name", "resume")
-                        and not key(o).startswith("paths.")))
+    return tuple(sorted(o for o in overrides if not differs_only_by_seed_or_folder(o)))
 
 
 def ordinary_unit(idx: int, overrides: list[str], name: str, reason: str) -> Unit:
@@ -122,8 +122,12 @@ def ordinary_unit(idx: int, overrides: list[str], name: str, reason: str) -> Uni
 def pack_key(cfg: DictConfig, model_name: str | None) -> str:
     """Equal for two jobs exactly when they differ in nothing but their seeds (and where files go), their
     settings resolved."""
-    settings = {key: OmegaConf.to_container(cfg[key], resolve=True) if OmegaConf.is_config(cfg[key]) else cfg[key]
-                for key in cfg.keys() if key not in ("seed", "paths", "run_name", "resume")}
+    settings = {}
+    for key in cfg.keys():
+        if key in ("seed", "paths", "run_name", "resume"):
+            continue
+        value = cfg[key]
+        settings[key] = OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value
     settings.get("data", {}).pop("seed", None)
     for section in ("callbacks", "logger"):
         for entry in (settings.get(section) or {}).values():
@@ -139,10 +143,10 @@ def spread(units: list[Unit], n_jobs: int) -> list[Unit]:
     finish is a short one."""
     units = list(units)
     while len(units) < n_jobs:
-        largest = max((u for u in units if u.packed and not u.whole and len(u.jobs) >= 4), key=lambda u: len(u.jobs),
-                      default=None)
-        if largest is None:
+        splittable = [u for u in units if u.packed and not u.whole and len(u.jobs) >= 4]
+        if not splittable:
             break
+        largest = max(splittable, key=lambda u: len(u.jobs))
         half = len(largest.jobs) // 2
         units.remove(largest)
         for part in (slice(0, half), slice(half, None)):
@@ -163,7 +167,8 @@ def launch(hydra_context: HydraContext, task_function: Any, config: DictConfig,
     else:  # as Hydra's joblib launcher: loky's processes, Hydra's state sent along with each unit
         from joblib import Parallel, delayed
 
-        returns = Parallel(n_jobs=min(n_jobs, len(units)), backend="loky")(delayed(run_unit)(*args) for args in work)
+        processes = Parallel(n_jobs=min(n_jobs, len(units)), backend="loky")
+        returns = processes(delayed(run_unit)(*args) for args in work)
     return in_sweep_order(returns, initial_job_idx, len(job_overrides))
 
 
@@ -205,8 +210,8 @@ def submit_to_slurm(launcher: Any, job_overrides: Sequence[Sequence[str]], initi
 
     jobs = numbered(job_overrides, initial_job_idx)
     finished = finished_before(launcher.config, jobs)
-    units = start(launcher.hydra_context, launcher.config, [job for job in jobs if job[0] not in finished], n_jobs=1,
-                  packing=packing)  # packs whole
+    to_run = [job for job in jobs if job[0] not in finished]
+    units = start(launcher.hydra_context, launcher.config, to_run, n_jobs=1, packing=packing)  # packs whole
     if not units:
         log.info(f"slurm: all {len(jobs)} jobs finished before: nothing to submit")
         return in_sweep_order([list(finished.items())], initial_job_idx, len(jobs))
@@ -215,8 +220,9 @@ def submit_to_slurm(launcher: Any, job_overrides: Sequence[Sequence[str]], initi
     params = dict(launcher.params)
     executor = submitit.AutoExecutor(cluster="slurm", folder=params.pop("submitit_folder"),
                                      slurm_max_num_timeout=params.pop("max_num_timeout", 0))
-    queue_keys = set(OmegaConf.structured(BaseQueueConf).keys())
-    executor.update_parameters(**{key if key in queue_keys else f"slurm_{key}": value for key, value in params.items()})
+    queue_keys = set(OmegaConf.structured(BaseQueueConf).keys())  # submitit's own; the rest are Slurm's
+    executor.update_parameters(**{key if key in queue_keys else f"slurm_{key}": value
+                                  for key, value in params.items()})
     submitted = executor.map_array(launcher, units, [Singleton.get_state()] * len(units))
     returns = [job.results()[0] for job in submitted] + [list(finished.items())]
     return in_sweep_order(returns, initial_job_idx, len(jobs))

@@ -145,8 +145,10 @@ class PackRun:
         for k, member in enumerate(self.active):
             if member in finished:
                 continue
-            metrics = {f"{name}/{key}": float(scores[key].reshape(-1)[k])  # (torchmetrics squeezes a pack of one)
-                       for name, scores in (("val", val), ("train", train)) for key in ("loss", "acc", "seq_acc")}
+            metrics = {}
+            for name, scores in (("val", val), ("train", train)):
+                for key in ("loss", "acc", "seq_acc"):  # reshaped: torchmetrics squeezes a pack of one
+                    metrics[f"{name}/{key}"] = float(scores[key].reshape(-1)[k])
             try:
                 stop, due = member.end_epoch(epoch, self.max_epochs,
                                              {**metrics, "train/learning_rate": learning_rate, "epoch": epoch})
@@ -184,7 +186,8 @@ class PackRun:
         if keep:
             self.pack.keep(keep)
             index = torch.tensor(keep, device=self.data["train"][0].device)
-            self.data = {split: tuple(t.index_select(0, index) for t in data) for split, data in self.data.items()}
+            for split, tensors in self.data.items():
+                self.data[split] = tuple(t.index_select(0, index) for t in tensors)
         self.active = [self.active[k] for k in keep]
 
     def _say(self, message: str) -> None:
