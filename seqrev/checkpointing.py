@@ -10,7 +10,9 @@ the disk syncs.
 
 from __future__ import annotations
 
+import io
 from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -91,14 +93,10 @@ class BackgroundWrites:
     writes failed, each with its first error."""
 
     def __init__(self) -> None:
-        from concurrent.futures import ThreadPoolExecutor
-
         self.pool = ThreadPoolExecutor(1, thread_name_prefix="seqrev-checkpoints")
         self.pending: list[tuple[Any, Any]] = []
 
     def write(self, owner: Any, checkpoint: dict[str, Any], paths: list[Path]) -> None:
-        import io
-
         buffer = io.BytesIO()
         torch.save(checkpoint, buffer)  # the state now: the work goes on while it is written
         data = buffer.getvalue()

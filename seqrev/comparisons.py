@@ -21,6 +21,8 @@ Plain numbers in and out; no torch.
 from __future__ import annotations
 
 import math
+import statistics
+import warnings
 from collections.abc import Sequence
 from typing import Any, Literal, NamedTuple
 
@@ -62,8 +64,6 @@ def level(comparisons: int, looks: int = 1, alpha: float = ALPHA) -> float:
 
 def _quietly(test: Any, *args: Any, **kwargs: Any) -> Any:
     """A scipy test without its warning about nearly equal values: those intervals are read as they come."""
-    import warnings
-
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Precision loss occurred", category=RuntimeWarning)
         return test(*args, **kwargs)
@@ -143,8 +143,6 @@ def seeds_needed(spreads: Sequence[float], difference: float, confidence: float,
 
 
 def _spread(values: Sequence[float]) -> float:
-    import statistics
-
     return statistics.stdev(values) if len(values) > 1 else math.nan
 
 

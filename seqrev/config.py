@@ -6,7 +6,12 @@ allowed; `seqrev.train` prints that sentence and exits non-zero.
 
 from __future__ import annotations
 
+import difflib
+import inspect
+import logging
 import math
+import os
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -212,11 +217,6 @@ def _trainer_options(cfg: DictConfig) -> None:
     extra = [str(key) for key in trainer if key not in TRAINER_KEYS]
     if not extra:
         return
-    import difflib
-    import inspect
-    import logging
-    import warnings
-
     from hydra.utils import instantiate
     from lightning.pytorch import Trainer
 
@@ -265,8 +265,6 @@ def _require_bfloat16_rnn_on_cuda(cell: str) -> None:
 def apply_determinism(deterministic: bool) -> None:
     """`trainer.deterministic` for training no Trainer drives (a pack): what the Trainer applies (its
     `_set_torch_flags`: deterministic algorithms, cuBLAS's workspace, no cuDNN benchmark), then seqrev's own."""
-    import os
-
     import torch
 
     torch.use_deterministic_algorithms(deterministic)

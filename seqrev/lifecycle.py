@@ -13,6 +13,7 @@ import json
 import logging
 import math
 import shutil
+import sys
 import traceback
 from collections.abc import Callable
 from contextlib import ExitStack
@@ -120,8 +121,6 @@ def _record(sweep_dir: Path | None, run_dir: Path, status: str, reason: str = ""
     try:
         record_outcome(sweep_dir, run_dir, status, reason)
     except OSError as error:  # the sweep's folder cannot be written either: said on the console, whatever it shows
-        import sys
-
         print(f"job {status}: {reason} ({run_dir.name}); the sweep's folder could not record it either "
               f"({describe_error(error, sweep_dir)})", file=sys.stderr)
 

@@ -11,6 +11,7 @@ input. No Hydra, no Trainer: it starts as fast as loading a model can.
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import signal
 import sys
@@ -79,8 +80,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def predict(args: argparse.Namespace) -> int:
-    import importlib
-
     from seqrev.inference import read
 
     sequences = read_sequences(args)

@@ -9,6 +9,10 @@ unknown keys, and combinations seqrev cannot run.
 from __future__ import annotations
 
 import difflib
+import importlib
+import inspect
+import os
+import re
 from collections.abc import Callable
 from pathlib import Path
 
@@ -44,8 +48,6 @@ def output_folder(argv: list[str]) -> Path:
 
 def check_writable(argv: list[str]) -> None:
     """The folder a run or sweep will write into must be writable: checked before Hydra makes it."""
-    import os
-
     key = _folder_key(argv)
     target = output_folder(argv)
     existing = target
@@ -74,8 +76,6 @@ def swept_keys(argv: list[str]) -> list[str]:
 
 def search_path(args: list[str]) -> list[Path]:
     """The folders of `hydra.searchpath=[file://DIR,...]` on the line: configs of the user's own."""
-    import re
-
     folders = []
     for arg in args:
         if arg.startswith("hydra.searchpath="):
@@ -86,8 +86,6 @@ def search_path(args: list[str]) -> list[Path]:
 def check_group_choices(args: list[str], config_dirs: list[Path]) -> None:
     """`group=option` for one of seqrev's config groups must name an option that exists (in seqrev's
     configs or in a folder of the line's `hydra.searchpath`)."""
-    import re
-
     for arg in args:
         match = re.fullmatch(r"[+~]?([a-z_]+)=\[?([\w,.-]+)\]?", arg)  # an option, a sweep or a list of them
         if not match or not any((d / match.group(1)).is_dir() for d in config_dirs):
@@ -211,8 +209,6 @@ def check_new_keys(job: list[str], cfg: DictConfig, config_dir: Path) -> None:
 def _arguments(target: str) -> set[str] | None:
     """The keyword arguments `target` (a class or function) takes, through the `**kwargs` its classes pass
     on to their bases; None when it takes any, or cannot be found (check_targets says so)."""
-    import inspect
-
     try:
         found = locate(target)
     except ImportError:
@@ -232,8 +228,6 @@ def _arguments(target: str) -> set[str] | None:
 
 def locate(path: str) -> object:
     """The object a dotted path names, its module imported; ImportError saying what is missing."""
-    import importlib
-
     parts = path.split(".")
     for cut in range(len(parts), 0, -1):
         module_name = ".".join(parts[:cut])
@@ -345,8 +339,6 @@ def check_launcher(args: list[str], config_dir: Path) -> None:
                 raise ConfigError(f"hydra.launcher.{key}={value!r} is not allowed: it must be a whole number of at "
                                   f"least {least}.")
     elif target.endswith("JoblibLauncher"):
-        import inspect
-
         from joblib import Parallel
 
         try:

@@ -10,6 +10,7 @@ import json
 import statistics
 from collections import defaultdict
 from importlib import resources
+from math import factorial
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -127,8 +128,6 @@ def experiments(runs: list[dict]) -> tuple[dict[str, Any], list[tuple[dict[str, 
 def mode_baseline(n_features: int, timesteps: int) -> float:
     """Token accuracy (%) of predicting each sequence's most frequent symbol at every position, for
     uniform random symbols: E[largest count] / T, exactly (a generating function), without torch."""
-    from math import factorial
-
     def at_most(m: int) -> float:  # P(no symbol occurs more than m times)
         series = [1 / factorial(j) for j in range(m + 1)]
         product = [1.0]

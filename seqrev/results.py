@@ -7,8 +7,9 @@ the report and the tests read it.
 from __future__ import annotations
 
 import json
+import types
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, TypedDict, get_type_hints
+from typing import TYPE_CHECKING, Any, Literal, TypedDict, Union, get_args, get_origin, get_type_hints
 
 from seqrev.atomic import atomic_write
 
@@ -108,9 +109,6 @@ def check_fields(results: dict[str, Any], path: str | Path) -> None:
 
 def _fits(value: Any, hint: Any) -> bool:
     """Whether a JSON value has the type a RunResults field declares."""
-    import types
-    from typing import Literal, Union, get_args, get_origin
-
     origin, args = get_origin(hint), get_args(hint)
     if hint is Any:
         return True
@@ -130,8 +128,6 @@ def _fits(value: Any, hint: Any) -> bool:
 
 
 def _kind(hint: Any) -> str:
-    from typing import Literal, Union, get_args, get_origin
-
     origin, args = get_origin(hint), get_args(hint)
     if origin is Union or str(origin) == "<class 'types.UnionType'>":
         return " or ".join(_kind(arg) for arg in args)

@@ -7,7 +7,10 @@ passes in what Hydra knows, such as the name the model's config file gives it.
 from __future__ import annotations
 
 import logging
+import os
+import re
 import time
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -108,10 +111,6 @@ def fit(trainer, model, datamodule, about: RunIdentity, run_dir: Path, resume_fr
 def own_checkpoints_expected(resume_from: Path | None) -> Iterator[None]:
     """While a run continues from its own last checkpoint: no warning from Lightning that the folder it wrote
     that checkpoint in "exists and is not empty" (it is meant to). Every other warning still shows."""
-    import os
-    import re
-    import warnings
-
     with warnings.catch_warnings():
         if resume_from is not None:  # Lightning names the folder by its real path
             folder = re.escape(os.path.realpath(resume_from.parent))

@@ -7,6 +7,9 @@ the same TensorBoard run and its checkpoints in the same place.
 
 from __future__ import annotations
 
+import logging
+import pickle
+import re
 import shlex
 from pathlib import Path
 from typing import NamedTuple
@@ -28,8 +31,6 @@ def load_checkpoint(path: Path, map_location="cpu") -> dict:
     RunDirError, in one sentence, for a file that is not a readable checkpoint, and for one that holds
     Python objects beyond plain data: unpickling those could run code, so they are never loaded.
     """
-    import pickle
-
     import torch
 
     try:
@@ -109,8 +110,6 @@ def read_training(path: Path) -> SavedTraining:
 def run_status(run_dir: Path) -> str | None:
     """The `status` a run folder's results.json records (ok, failed, interrupted); None without one, and
     (said in one line) without one that reads as results: the run is then taken as unfinished."""
-    import logging
-
     path = run_dir / FILENAME
     if not path.is_file():
         return None
@@ -180,8 +179,6 @@ def check_budget(run_dir_arg: str, epochs: int, steps: int, other_args: list[str
 
 def seqrev_targets() -> set[str]:
     """Every class or function seqrev's own configs (`conf/`) name with `_target_`."""
-    import re
-
     from seqrev.catalog import CONFIG_DIR
 
     return {match for path in CONFIG_DIR.rglob("*.yaml")

@@ -12,8 +12,10 @@ host (a lost node) once LEASE_SECONDS pass without a refresh.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import socket
+import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -75,9 +77,6 @@ def break_exited(lease: Any, owner: Any, folder: Path) -> None:
     """Remove the marker an exited holder left, one process of this host at a time: the marker is read
     again under a host-wide lock, so a second process that saw the same zombie never breaks the lock the
     first one has just taken."""
-    import hashlib
-    import tempfile
-
     from filelock import FileLock
 
     name = hashlib.sha1(str(folder).encode()).hexdigest()[:16]

@@ -8,6 +8,7 @@ is how it says "the sequence ends here"); positions after that are not scored.
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -47,8 +48,6 @@ def find_task(name: str, importing: bool = True) -> Task:
     """The task `name` stands for. A dotted path not registered yet has its module imported first (the
     user's own config names it); with `importing=False` (a name read from a checkpoint) it never is.
     ConfigError in one sentence when there is none."""
-    import importlib
-
     from seqrev.errors import ConfigError
 
     if name not in TASKS and importing and isinstance(name, str) and "." in name:

@@ -14,6 +14,7 @@ import math
 import os
 import shutil
 import sys
+import time
 from contextlib import ExitStack
 from pathlib import Path
 from typing import NamedTuple
@@ -70,8 +71,6 @@ def launch(argv: list[str], resumes: SavedTraining | None = None, in_process: bo
     arguments), which is returned. A single run's named folder is locked before Hydra writes `.hydra/` there,
     so a second process touches nothing in it (FolderBusy), and the job is handed the lock. A sweep some of
     whose jobs did not train (refused, busy) or ended without results raises JobsNotRun once it has ended."""
-    import time
-
     from seqrev.sweepfolder import new_start
 
     register_plugins()

@@ -9,6 +9,8 @@ are measured in the same run, not absolute times.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 import statistics
 import subprocess
@@ -28,9 +30,6 @@ def seqrev_fit(cfg) -> tuple[float, int]:
     checkpoints, logging and progress bar, but not the one-off set-up, which the whole-process
     measurement covers.
     """
-    import contextlib
-    import io
-
     from seqrev.bench.timers import TrainingTimer
     from seqrev.run import build
 

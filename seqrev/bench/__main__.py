@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 from pathlib import Path
 
@@ -32,7 +33,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sweeps", action="store_true",
                         help="with --packed: also whole sweeps, packed against joblib (several minutes each)")
     args = parser.parse_args(argv)
-    import logging
     logging.getLogger("lightning").setLevel(logging.WARNING)  # keep the table readable
     if args.quick:
         args.epochs, args.repeats, args.e2e_epochs = 1, 1, 1
@@ -63,8 +63,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def packed_main(args: argparse.Namespace) -> int:
-    import logging
-
     from seqrev.bench.packed import per_model_step, whole_sweeps
 
     logging.getLogger("seqrev").setLevel(logging.WARNING)  # the packs' own progress lines

@@ -7,6 +7,7 @@ switch it to `grouped` steps: a group of batches per call, one optimiser step pe
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any, ClassVar
@@ -26,8 +27,6 @@ KERAS_ADAM = {"_target_": "torch.optim.Adam", "lr": 1e-3, "eps": 1e-7}
 
 def settings_class(target: str, kind: str, bases: tuple[type, ...]) -> type:
     """The class a dotted path names (an optimiser or a schedule); ValueError unless it is one of `bases`."""
-    import importlib
-
     module, _, name = target.rpartition(".")
     try:
         found = getattr(importlib.import_module(module), name)
