@@ -17,10 +17,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from lightning.pytorch import Callback, LightningDataModule, LightningModule
+from lightning.pytorch import Callback, LightningDataModule, LightningModule, __version__
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from seqrev.atomic import atomic_write
+from seqrev.rundir import load_checkpoint
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -45,8 +46,6 @@ class AtomicCheckpointIO(TorchCheckpointIO):
 
     def load_checkpoint(self, path, map_location=None, weights_only: bool | None = None) -> dict[str, Any]:
         """Read with `weights_only=True` whatever the caller asks: a checkpoint from elsewhere never runs code."""
-        from seqrev.rundir import load_checkpoint
-
         self.teardown()
         return load_checkpoint(Path(path), map_location=map_location or (lambda storage, loc: storage))
 
@@ -71,8 +70,6 @@ def training_checkpoint(model: LightningModule, datamodule: LightningDataModule,
     """A training checkpoint in the layout Lightning writes, without its loop state: what a run that
     Lightning's loop does not drive (a pack's member, seqrev.packs) saves, so that `seqrev.load`,
     `Seq2SeqModel.load_from_checkpoint`, predict and the report read it as an ordinary run's."""
-    from lightning.pytorch import __version__
-
     checkpoint = {"epoch": epoch, "global_step": global_step, "pytorch-lightning_version": __version__,
                   "state_dict": state_dict, "optimizer_states": [optimizer_state], "lr_schedulers": lr_schedulers,
                   "callbacks": {callback.state_key: state for callback in callbacks

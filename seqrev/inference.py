@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from seqrev.errors import RunDirError
+from seqrev.rundir import load_checkpoint
 
 CHECKPOINTS = ("best", "last")
 
@@ -36,8 +37,6 @@ def checkpoint_path(run: str | Path, checkpoint: str = "best") -> Path:
 
 def read(run: str | Path, checkpoint: str = "best", map_location: Any = "cpu") -> tuple[Any, dict[str, Any]]:
     """(model in eval mode, what the checkpoint says about its data: task, min_timesteps) for a run or .ckpt."""
-    from seqrev.rundir import load_checkpoint
-
     path = checkpoint_path(run, checkpoint)
     contents = load_checkpoint(path, map_location=map_location)
     hparams = contents.get("hyper_parameters")

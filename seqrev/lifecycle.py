@@ -26,7 +26,8 @@ from seqrev.atomic import atomic_write
 from seqrev.errors import EXPECTED_ERRORS, RunDirError, describe_error, storage_problem
 from seqrev.results import FILENAME, RunIdentity, RunResults, describe, read_results, write_results
 from seqrev.rundir import SavedTraining, last_checkpoint, read_training, run_status
-from seqrev.runlock import LOCK_FILE, HeldFolder
+from seqrev.runlock import LOCK_FILE, FolderBusy, HeldFolder, run_folder_lock
+from seqrev.sweepfolder import record_outcome, record_trained
 
 JOB_FILE = "job.json"
 
@@ -57,8 +58,6 @@ def claim(held: ExitStack, run_dir: Path, overrides: list[str] | None = None, sw
     folder (busy), it holds a job of other overrides (refused), it cannot be written (failed). A job that
     does not train is recorded in the sweep's folder (seqrev.sweepfolder), so that the launching process
     counts it and names it."""
-    from seqrev.runlock import FolderBusy, run_folder_lock
-
     job_file = run_dir / JOB_FILE
     try:
         if taken is None or taken.folder != run_dir.absolute():
@@ -107,15 +106,11 @@ def claim(held: ExitStack, run_dir: Path, overrides: list[str] | None = None, sw
 
 
 def _trains(sweep_dir: Path | None, run_dir: Path) -> None:
-    from seqrev.sweepfolder import record_trained
-
     if sweep_dir is not None:
         record_trained(sweep_dir, run_dir)
 
 
 def _record(sweep_dir: Path | None, run_dir: Path, status: str, reason: str = "") -> None:
-    from seqrev.sweepfolder import record_outcome
-
     if sweep_dir is None:
         return
     try:

@@ -9,8 +9,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from lightning.pytorch.loggers import TensorBoardLogger
+from torch.utils.tensorboard.summary import hparams
+
 from seqrev import trackers
 from seqrev.results import RunIdentity, RunResults, run_parameters, write_results
+from seqrev.tasks import until_end
 
 log = logging.getLogger("seqrev")
 HPARAMS_METRICS = ("test_acc", "test_seq_acc", "train_acc", "val_acc", "epochs_run")
@@ -31,9 +35,6 @@ def log_to_tensorboard(loggers: list, step: int, results: RunResults, examples: 
     Sessions only, no experiment summary of the run's own: TensorBoard then works out which settings
     differ across the runs it is shown (a sweep, or all of `outputs/`) and lists those first. A run's own
     summary would fix the columns, alphabetically, whatever varies."""
-    from lightning.pytorch.loggers import TensorBoardLogger
-    from torch.utils.tensorboard.summary import hparams
-
     for logger in loggers:
         if not isinstance(logger, TensorBoardLogger):
             continue
@@ -98,8 +99,6 @@ def final_scores(model, datamodule, val: dict[str, Any], test: dict[str, Any], e
 
 def test_examples(model, datamodule, n_examples: int) -> list[Example]:
     """The model's answers to the first `n_examples` test pairs, as symbol lists (padding cut off)."""
-    from seqrev.tasks import until_end
-
     inputs, targets = (t[:n_examples] for t in datamodule.test)
     predictions = model.predict(inputs).cpu()
     return [Example(until_end(x.argmax(-1).tolist(), model.pad), until_end(y.tolist(), model.pad),

@@ -11,6 +11,8 @@ import types
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, TypedDict, Union, get_args, get_origin, get_type_hints
 
+from omegaconf import OmegaConf
+
 from seqrev.atomic import atomic_write
 
 if TYPE_CHECKING:
@@ -160,8 +162,6 @@ def run_parameters(run: dict[str, Any]) -> dict[str, int | float | str | bool]:
 def describe(cfg: DictConfig, model_name: str | None = None) -> RunIdentity:
     """The fields that say what a run is, readable even from a config that failed validation. `model_name`:
     its wiring's name, as whoever makes the run knows it (else the class its config names stands for it)."""
-    from omegaconf import OmegaConf
-
     select = lambda key: OmegaConf.select(cfg, key, default=None, throw_on_missing=False)  # noqa: E731
     return {"model": model_name or str(select("model._target_") or "") or None,
             "timesteps": select("data.timesteps"), "n_features": select("data.n_features"),
@@ -172,8 +172,6 @@ def describe(cfg: DictConfig, model_name: str | None = None) -> RunIdentity:
 
 
 def _plain(node: Any) -> Any:
-    from omegaconf import OmegaConf
-
     try:
         return OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else node
     except Exception:  # noqa: BLE001 - labels that cannot resolve are not recorded
@@ -190,8 +188,6 @@ NOT_THE_EXPERIMENT = ("data._target_", "data.eval_batch_size", "data.steps_per_c
 
 def experiment_settings(cfg: DictConfig) -> dict[str, Any] | None:
     """The resolved data, model (optimizer and schedule included), trainer and early-stopping settings."""
-    from omegaconf import OmegaConf
-
     try:
         settings = {
             "data": OmegaConf.to_container(cfg.data, resolve=True),

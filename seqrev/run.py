@@ -16,10 +16,16 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import torch
+from hydra.utils import instantiate
+from lightning.pytorch import seed_everything
 from omegaconf import DictConfig, OmegaConf
 
 from seqrev import trackers
+from seqrev.callbacks import History
 from seqrev.config import set_determinism, validate
+from seqrev.console import quiet_lightning
+from seqrev.engines import Job, choose
 from seqrev.lifecycle import job_interrupted
 from seqrev.publish import Example, announce, final_scores, publish_run, test_examples, tested
 from seqrev.results import RunIdentity, RunResults, describe
@@ -60,13 +66,6 @@ def train(cfg: DictConfig, model_name: str | None = None, saved: SavedTraining |
 def build(cfg: DictConfig, resuming: bool = False):
     """Threads, seeds, then the data module, model and trainer (with callbacks and loggers) from the config
     (`resuming`: its loggers continue the trackers' runs of the run it continues)."""
-    import torch
-    from hydra.utils import instantiate
-    from lightning.pytorch import seed_everything
-
-    from seqrev.console import quiet_lightning
-    from seqrev.engines import Job, choose
-
     quiet_lightning()
     torch.set_num_threads(cfg.threads)
     seed_everything(cfg.seed, workers=False, verbose=False)
@@ -126,8 +125,6 @@ def score(trainer, model, datamodule, n_examples: int) -> tuple[dict[str, Any], 
     if not validated:  # after its last epoch (killed while testing)
         trainer.validate(model, datamodule=datamodule, verbose=False)
     trainer.test(model, datamodule=datamodule, verbose=False)
-    from seqrev.callbacks import History
-
     stopper = trainer.early_stopping_callback
     history = next((c for c in trainer.callbacks if isinstance(c, History)), None)
     scores = final_scores(model, datamodule, model.last_scores["val"], model.last_scores["test"],

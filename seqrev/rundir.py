@@ -14,6 +14,9 @@ import shlex
 from pathlib import Path
 from typing import NamedTuple
 
+import yaml  # comes with omegaconf
+
+from seqrev.catalog import CONFIG_DIR
 from seqrev.commandline import given, is_sweep, quote
 from seqrev.errors import RunDirError
 from seqrev.results import FILENAME, read_results
@@ -124,8 +127,6 @@ def run_status(run_dir: Path) -> str | None:
 def resume_argv(run_dir_arg: str, other_args: list[str]) -> tuple[list[str], SavedTraining]:
     """The command-line overrides that continue `run_dir_arg` and the checkpoint it continues from, or
     RunDirError saying why it can't be."""
-    import yaml  # comes with omegaconf
-
     run_dir = Path(run_dir_arg)
     overrides_file = run_dir / ".hydra" / "overrides.yaml"
     if not run_dir.is_dir():
@@ -179,8 +180,6 @@ def check_budget(run_dir_arg: str, epochs: int, steps: int, other_args: list[str
 
 def seqrev_targets() -> set[str]:
     """Every class or function seqrev's own configs (`conf/`) name with `_target_`."""
-    from seqrev.catalog import CONFIG_DIR
-
     return {match for path in CONFIG_DIR.rglob("*.yaml")
             for match in re.findall(r"_target_:\s*([\w.]+)", path.read_text())}
 

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 
 import torch
 
+from seqrev.errors import ConfigError
+
 Batch = tuple[torch.Tensor, torch.Tensor]
 """A batch as data modules give it and models take it: one-hot inputs (N, T, C) and target symbols (N, T)."""
 
@@ -48,8 +50,6 @@ def find_task(name: str, importing: bool = True) -> Task:
     """The task `name` stands for. A dotted path not registered yet has its module imported first (the
     user's own config names it); with `importing=False` (a name read from a checkpoint) it never is.
     ConfigError in one sentence when there is none."""
-    from seqrev.errors import ConfigError
-
     if name not in TASKS and importing and isinstance(name, str) and "." in name:
         try:
             importlib.import_module(name.rpartition(".")[0])

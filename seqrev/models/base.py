@@ -14,6 +14,7 @@ from typing import Any, ClassVar
 
 import torch
 from lightning.pytorch import LightningModule
+from lightning.pytorch.strategies import SingleDeviceStrategy
 from torch import nn
 
 from seqrev.errors import diverged
@@ -178,8 +179,6 @@ class Seq2SeqModel(LightningModule):
     def _backward_function(self) -> Callable[[torch.Tensor], None]:
         """A plain `loss.backward` on one device; otherwise the strategy's own backward (`manual_backward`),
         which is where a multi-process strategy averages gradients (DDP arms its all-reduce there)."""
-        from lightning.pytorch.strategies import SingleDeviceStrategy
-
         if type(self.trainer.strategy) is SingleDeviceStrategy:
             return torch.Tensor.backward
         return self.manual_backward

@@ -17,9 +17,19 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from hydra.utils import instantiate
+from lightning.pytorch import seed_everything
+from lightning.pytorch.loggers import MLFlowLogger
 from omegaconf import DictConfig
 
 from seqrev import trackers
+from seqrev.callbacks import epoch_line
+from seqrev.checkpointing import training_checkpoint
+from seqrev.config import validate
+from seqrev.errors import EXPECTED_ERRORS, diverged
+from seqrev.lifecycle import job_failed, job_interrupted
+from seqrev.packs.monitoring import file_written, should_save, should_stop
+from seqrev.publish import announce, final_scores, publish_run, test_examples, tested
 from seqrev.results import RunIdentity, RunResults
 from seqrev.rundir import PACK_STATE, SavedTraining
 
@@ -70,12 +80,6 @@ class Member:
     def setup(self, pack_size: int, max_epochs: int) -> None:
         """Its data, model (under its own seed), callbacks and loggers, as its own run builds them; its state
         when it resumes; its first console lines, in its own train.log."""
-        from hydra.utils import instantiate
-        from lightning.pytorch import seed_everything
-
-        from seqrev.config import validate
-        from seqrev.publish import announce
-
         validate(self.cfg)
         seed_everything(self.cfg.seed, workers=False, verbose=False)
         self.data = instantiate(self.cfg.data)
@@ -104,10 +108,6 @@ class Member:
     def end_epoch(self, epoch: int, max_epochs: int, metrics: dict[str, float]) -> tuple[bool, list[Path]]:
         """An epoch's end as an ordinary run's: its scores logged, EpochLog's line, early stopping, then
         best.ckpt and last.ckpt. Whether it stops, and the checkpoint files due now; raises if it diverged."""
-        from seqrev.callbacks import epoch_line
-        from seqrev.errors import diverged
-        from seqrev.packs.monitoring import file_written, should_save, should_stop
-
         self.epochs = epoch + 1
         self.val = {key: metrics[f"val/{key}"] for key in ("loss", "acc")}
         for logger in self.loggers.values():
@@ -129,8 +129,6 @@ class Member:
                             lr_schedulers: list[dict[str, Any]], pack_size: int) -> dict[str, Any]:
         """Its own training checkpoint, in Lightning's layout, with the weights and optimiser state the pack
         holds for it; no loop state, so a pack alone continues it."""
-        from seqrev.checkpointing import training_checkpoint
-
         checkpoint = training_checkpoint(self.model, self.data, self.callbacks.values(), self.epochs - 1,
                                          self.global_step, weights, optimizer_state, lr_schedulers)
         checkpoint[PACK_STATE] = {"pack_size": pack_size}
@@ -139,8 +137,6 @@ class Member:
     def finish(self, weights: dict[str, torch.Tensor], fit_seconds: float) -> None:
         """Its own run's ending, with the weights it trained to: test and train scores, results.json, the
         trackers' final metrics, the tutorial's printout."""
-        from seqrev.publish import final_scores, publish_run, test_examples, tested
-
         self.model.load_state_dict(weights)
         model, data = self.model.cpu().eval(), self.data
         test = model.evaluate(data.test_dataloader())
@@ -161,9 +157,6 @@ class Member:
 
     def fail(self, error: BaseException) -> None:
         """Its failure recorded and said as an ordinary sweep job's (its traceback in its own train.log)."""
-        from seqrev.errors import EXPECTED_ERRORS
-        from seqrev.lifecycle import job_failed
-
         with self.writing_to_its_log():  # alone, its run says the failure, as an ordinary run's
             job_failed(self.cfg, error, self.model_name, None if self.alone else self.run_dir.parent)
         self.results, self.error = {"status": "failed"}, error
@@ -172,8 +165,6 @@ class Member:
 
     def stopped(self, error: BaseException | None) -> None:
         """The pack stopped while this member was still training: interrupted (Ctrl-C), or failed."""
-        from seqrev.lifecycle import job_interrupted
-
         if isinstance(error, KeyboardInterrupt):
             job_interrupted(self.run_dir, self.about, self.epochs, self.say)
             self.results = {"status": "interrupted"}
@@ -182,8 +173,6 @@ class Member:
 
     def close(self) -> None:
         """Its trackers finalised with its status, and its log file closed."""
-        from lightning.pytorch.loggers import MLFlowLogger
-
         failed = (self.results or {}).get("status") != "ok"
         for logger in self.loggers.values():
             if not isinstance(logger, MLFlowLogger):  # trackers.close ends MLflow's run with its status

@@ -16,14 +16,18 @@ import math
 import time
 
 import torch
+from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from seqrev.checkpointing import BackgroundWrites
+from seqrev.config import apply_determinism, device
+from seqrev.console import quiet_lightning
+from seqrev.engines import Job, choose
 from seqrev.errors import NonFiniteLossError
 from seqrev.metrics import SequenceScores
 from seqrev.packs import layers
 from seqrev.packs.member import Member
-from seqrev.results import RunResults
+from seqrev.results import RunResults, describe
 from seqrev.rundir import SavedTraining
 
 log = logging.getLogger("seqrev")
@@ -39,9 +43,6 @@ class PackRun:
     def setup(self) -> None:
         """Each member as its own run sets up (a member that cannot start fails alone); the pack, its optimiser
         (with the members' saved states when they resume) and every member's data on the pack's device."""
-        from seqrev.config import apply_determinism, device
-        from seqrev.console import quiet_lightning
-
         quiet_lightning()
         first = self.members[0].cfg
         torch.set_num_threads(first.threads)
@@ -218,8 +219,6 @@ MEMORY_SHARE = 0.8
 def capacity(cfg: DictConfig, free_memory: int) -> int:
     """How many members of a cell like `cfg`'s fit in `free_memory` bytes (at least one): MEMORY_SHARE of it
     over one member's estimate (layers.member_bytes, on this cell's model and data)."""
-    from hydra.utils import instantiate
-
     data = instantiate(cfg.data)
     data.prepare()
     per_member = layers.member_bytes(instantiate(cfg.model), data.train, data.val, int(cfg.data.batch_size))
@@ -230,8 +229,6 @@ def train_pack(members: list[Member], free_memory: int | None = None) -> None:
     """Setup, train, cleanup: every member ends with its results.json (ok, failed or interrupted). On a GPU,
     as many members at a time as its free memory holds (`capacity`; `free_memory` in bytes, read from the
     device when not given), one pack after another; on the CPU, all of them."""
-    from seqrev.config import device
-
     on = torch.device(device(members[0].cfg.trainer.accelerator))
     if free_memory is None and on.type == "cuda":
         free_memory = torch.cuda.mem_get_info(on)[0]
@@ -261,9 +258,6 @@ def _train_pack(members: list[Member]) -> None:
 def train_alone(cfg: DictConfig, model_name: str | None, saved: SavedTraining) -> RunResults:
     """A single run that continues a pack's member (`saved`: its checkpoint), which only a pack trains: as
     a pack of one, ending as seqrev.run.train ends (its results; what made it fail raised)."""
-    from seqrev.engines import Job, choose
-    from seqrev.results import describe
-
     choose(Job(cfg, model_name, continues="packed"))  # RunDirError when a pack cannot train it
     member = Member(cfg, model_name, describe(cfg, model_name), saved, alone=True)
     try:
