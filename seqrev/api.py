@@ -6,6 +6,8 @@ import logging
 
 from seqrev.results import RunResults
 
+# Imports inside functions: the command line's modules load when `seqrev.fit` is called, not when seqrev is imported.
+
 
 def fit(*overrides: str) -> RunResults:
     """Train one run, as `python -m seqrev.train OVERRIDES...` would, and return its results.json.

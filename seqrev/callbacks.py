@@ -7,6 +7,8 @@ from pathlib import Path
 
 from lightning.pytorch import Callback
 
+# Imports inside functions: matplotlib (the `plot` extra) loads only when a picture is drawn.
+
 log = logging.getLogger("seqrev")
 
 

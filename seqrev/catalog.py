@@ -16,6 +16,9 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, NamedTuple
 
+# Imports inside functions: Hydra's composition loads only when a config is composed: the report reads the catalog
+# without it.
+
 PACKAGE_DIR = Path(__file__).parent
 
 

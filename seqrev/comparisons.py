@@ -26,6 +26,8 @@ import warnings
 from collections.abc import Sequence
 from typing import Any, Literal, NamedTuple
 
+# Imports inside functions: scipy loads only when a report compares runs.
+
 ALPHA = 0.05
 """The chance that any verdict of a report is wrong (its family-wise error rate)."""
 DELTA = 2.0

@@ -19,6 +19,9 @@ from omegaconf import DictConfig, OmegaConf
 
 from seqrev.errors import ConfigError
 
+# Imports inside functions: torch, Lightning and the models load where a value is checked against them, so a command
+# line is refused before they load.
+
 
 def _padded(task: str, timesteps: int, min_timesteps: int) -> bool:
     from seqrev.tasks import is_padded

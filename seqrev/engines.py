@@ -23,6 +23,9 @@ from omegaconf import DictConfig, OmegaConf
 from seqrev.config import TRAINER_KEYS
 from seqrev.errors import RunDirError
 
+# Imports inside functions: Lightning and the models load only where a run's objects are asked about: the packed
+# launcher's process chooses engines from the config alone, without torch.
+
 Engine = Literal["packed", "grouped", "per_batch"]
 ENGINES, LIGHTNING, PER_BATCH = ("packed", "grouped", "per_batch"), ("grouped", "per_batch"), ("per_batch",)
 

@@ -14,6 +14,8 @@ from typing import Any
 from seqrev.errors import RunDirError
 from seqrev.rundir import load_checkpoint
 
+# Imports inside functions: the models (torch) load when a checkpoint is read, not when seqrev is imported.
+
 CHECKPOINTS = ("best", "last")
 
 

@@ -8,6 +8,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+# Imports inside functions: matplotlib (the `plot` extra) loads only when a picture is drawn.
+
 MISSING = "matplotlib is not installed (pip install -e '.[plot]')"
 
 

@@ -19,6 +19,8 @@ from pathlib import Path
 
 from seqrev.errors import EXPECTED_ERRORS, RunDirError
 
+# Imports inside functions: torch and the models load once the command line has been read.
+
 
 def parse_sequence(text: str) -> list[int]:
     """'3,2,9,1' (or '3 2 9 1') -> [3, 2, 9, 1]; ValueError in one sentence otherwise."""

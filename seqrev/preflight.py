@@ -21,6 +21,9 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from seqrev.commandline import given, is_sweep, overrides_on, quote
 from seqrev.errors import ConfigError
 
+# Imports inside functions: Hydra's parser and the launchers' modules load only for the lines that need them: most
+# checks answer without them.
+
 
 def check_command_line(argv: list[str], config_dir: Path) -> None:
     """ConfigError for the first thing on `argv` (a `python -m seqrev.train` line) Hydra would refuse."""

@@ -25,6 +25,8 @@ from seqrev.errors import RunDirError
 from seqrev.results import FILENAME, read_results
 from seqrev.runlock import LOCK_FILE
 
+# Imports inside functions: the report's modules load once, when the sweep has ended.
+
 EVERY_SECONDS = 30.0  # at least this often a line, with nothing ended
 
 

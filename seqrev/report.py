@@ -32,6 +32,8 @@ from seqrev.report_model import (
 )
 from seqrev.results import FILENAME, flat_settings
 
+# Imports inside functions: the HTML page and matplotlib load only when they are written.
+
 __all__ = ["build", "gather", "main", "markdown", "mode_baseline", "write_report"]
 
 

@@ -19,6 +19,8 @@ from typing import Any
 
 from seqrev.plotting import MISSING, pyplot
 
+# Imports inside functions: matplotlib (the `plot` extra) loads only when a picture is drawn.
+
 STYLE = """body{font:14px/1.45 system-ui,sans-serif;margin:24px auto;max-width:1400px;color:#222}
 h1{font-size:22px}h2{font-size:18px;margin-top:32px;border-bottom:1px solid #ddd}h3{font-size:15px}
 table{border-collapse:collapse;margin:8px 0}td,th{border:1px solid #ddd;padding:3px 7px;font-size:13px}

@@ -21,6 +21,8 @@ from seqrev.commandline import given, is_sweep, quote
 from seqrev.errors import RunDirError
 from seqrev.results import FILENAME, read_results
 
+# Imports inside functions: torch loads only where a checkpoint is read: the report reads run folders without it.
+
 LAST_CHECKPOINT = Path("checkpoints") / "last.ckpt"
 
 

@@ -23,6 +23,8 @@ from typing import Any, NamedTuple
 
 from seqrev.errors import RunDirError
 
+# Imports inside functions: filelock loads only when a folder is locked.
+
 LOCK_FILE = ".seqrev.lock"
 LEASE_SECONDS = 60.0  # how long another host waits for a silent holder: several refresh periods
 

@@ -28,6 +28,9 @@ from typing import Any, NamedTuple
 from seqrev.comparisons import DELTA, judge
 from seqrev.errors import ConfigError
 
+# Imports inside functions: the report's statistics and Hydra's parser load in the sweeper, not when a command line is
+# checked.
+
 log = logging.getLogger("seqrev")
 
 CellKey = tuple[str, ...]

@@ -18,6 +18,9 @@ from omegaconf import DictConfig
 
 from seqrev.errors import ConfigError
 
+# Imports inside functions: Lightning's loggers, TensorBoard's reader, MLflow and W&B (extras) load only where a run
+# uses them.
+
 MLFLOW = "lightning.pytorch.loggers.MLFlowLogger"
 WANDB = "lightning.pytorch.loggers.WandbLogger"
 EXTRAS = {MLFLOW: "mlflow", WANDB: "wandb"}

@@ -39,6 +39,9 @@ from seqrev.results import RunResults
 from seqrev.rundir import SavedTraining, refuse_existing_results, rewrite_argv_for_resume
 from seqrev.runlock import HeldFolder, run_folder_lock
 
+# Imports inside functions: the engines (torch, Lightning) load in the job, so a bad command line is refused in one
+# sentence before they load.
+
 log = logging.getLogger("seqrev")
 
 

@@ -22,6 +22,9 @@ from pathlib import Path
 from seqrev.catalog import compose
 from seqrev.config import device
 
+# Imports inside functions: torch and Lightning load in the measurements, so `--help` and a refused option answer at
+# once.
+
 
 def seqrev_fit(cfg) -> tuple[float, int]:
     """Seconds and optimiser steps of training built exactly as seqrev.train builds it.

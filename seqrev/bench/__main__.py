@@ -11,6 +11,8 @@ from pathlib import Path
 from seqrev.bench import PATHS, end_to_end, per_step
 from seqrev.catalog import TUTORIAL_WIRINGS, wiring_names
 
+# Imports inside functions: each benchmark's modules load only when it is the one asked for.
+
 
 def main(argv: list[str] | None = None) -> int:
     import seqrev.bench

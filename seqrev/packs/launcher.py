@@ -26,6 +26,8 @@ from hydra.core.utils import JobReturn, JobStatus, configure_log, run_job, setup
 from hydra.types import HydraContext
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
+# Imports inside functions: the launcher's own process imports no torch: what trains loads in the packs' processes.
+
 log = logging.getLogger("seqrev")
 
 
