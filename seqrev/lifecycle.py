@@ -50,13 +50,12 @@ class Claim(NamedTuple):
 
 def claim(held: ExitStack, run_dir: Path, overrides: list[str] | None = None, sweep_dir: Path | None = None,
           taken: HeldFolder | None = None) -> Claim:
-    """Take `run_dir`'s lock (seqrev.runlock) for as long as `held` lasts (unless the caller holds it: `taken`),
-    then decide. A single run (no
-    `overrides`) only takes the lock, and a refusal raises. A sweep's job is skipped when it finished,
-    resumed when it was killed or interrupted after a checkpoint, else run from scratch (a failed job's
-    files cleared); each said in one line, and so is a job that does not train: another process holds the
-    folder (busy), it holds a job of other overrides (refused), it cannot be written (failed). A job that
-    does not train is recorded in the sweep's folder (seqrev.sweepfolder), so that the launching process
+    """Take `run_dir`'s lock (seqrev.runlock) for as long as `held` lasts (unless the caller holds it: `taken`), then
+    decide. A single run (no `overrides`) only takes the lock, and a refusal raises. A sweep's job is skipped
+    when it finished, resumed when it was killed or interrupted after a checkpoint, else run from scratch (a
+    failed job's files cleared); each said in one line, and so is a job that does not train: another process
+    holds the folder (busy), it holds a job of other overrides (refused), it cannot be written (failed). A job
+    that does not train is recorded in the sweep's folder (seqrev.sweepfolder), so that the launching process
     counts it and names it."""
     job_file = run_dir / JOB_FILE
     try:
